@@ -1,0 +1,228 @@
+"""Checkpoint files: uncompressed .npz, never pickled, written atomically.
+
+Members: `metadata.npy` (UTF-8 JSON as uint8: format version, versions, model config, ...),
+`param.<layer>.<name>.npy` for each parameter and `optim.<name>.npy` for optimiser moments.
+Every array header is checked against what the metadata promises before its data is read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from .layers import Array
+from .model import Sequential
+
+FORMAT = "fashionnet-checkpoint"
+FORMAT_VERSION = 1
+_MAX_METADATA_BYTES = 16 << 20
+_ALLOWED_DTYPES = {np.dtype(np.float32), np.dtype(np.float64)}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt, hostile or from a newer fashionnet."""
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
+    """Write to a temp file beside `path`, fsync, rename over `path`, fsync the folder.
+
+    Readers see the old complete file or the new complete one, never a partial one; on error
+    the temp file is removed and `path` is untouched.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _json_bytes(obj: Any) -> Array:
+    return np.frombuffer(json.dumps(obj, sort_keys=True).encode(), dtype=np.uint8)
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: Sequential,
+    *,
+    metadata: dict[str, Any] | None = None,
+    optimizer_state: dict[str, Any] | None = None,
+) -> None:
+    """Atomically write model weights, its config, optional optimiser state and metadata."""
+    import fashionnet
+
+    arrays: dict[str, Array] = {}
+    shapes: dict[str, Any] = {}
+    for name, p in model.named_parameters().items():
+        if not np.isfinite(p.data).all():
+            raise ValueError(f"refusing to save non-finite values in parameter {name}")
+        arrays[f"param.{name}"] = np.ascontiguousarray(p.data)
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "fashionnet_version": fashionnet.__version__,
+        "numpy_version": np.__version__,
+        "model": model.config(),
+        **(metadata or {}),
+    }
+    if optimizer_state is not None:
+        meta["optimizer"] = {k: v for k, v in optimizer_state.items() if k != "arrays"}
+        for k, v in optimizer_state["arrays"].items():
+            arrays[f"optim.{k}"] = np.ascontiguousarray(v)
+    for k, v in arrays.items():
+        shapes[k] = {"shape": list(v.shape), "dtype": v.dtype.str}
+    meta["arrays"] = shapes
+    with atomic_write(path) as f:
+        np.savez(f, metadata=_json_bytes(meta), **arrays)  # type: ignore[arg-type]
+
+
+def _read_member_header(
+    zf: zipfile.ZipFile, member: str, path: Path
+) -> tuple[IO[bytes], tuple[int, ...], np.dtype[Any]]:
+    f = zf.open(member)
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except ValueError as e:
+        raise CheckpointError(f"{path}: member {member}: bad array header ({e})") from None
+    if fortran or dtype.hasobject:
+        raise CheckpointError(f"{path}: member {member}: object or Fortran-order array refused")
+    return f, shape, dtype
+
+
+def _read_array(
+    zf: zipfile.ZipFile, member: str, path: Path, shape: tuple[int, ...], dtype: np.dtype[Any]
+) -> Array:
+    f, got_shape, got_dtype = _read_member_header(zf, member, path)
+    with f:
+        if got_shape != shape or got_dtype != dtype:
+            raise CheckpointError(
+                f"{path}: member {member}: shape {got_shape} {got_dtype}, expected {shape} {dtype}"
+            )
+        n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        data = f.read(n)
+        if len(data) != n or f.read(1):
+            raise CheckpointError(f"{path}: member {member}: {len(data)} data bytes, expected {n}")
+    return np.frombuffer(data, dtype).reshape(shape).copy()
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Array]]:
+    """(metadata, arrays) of a checkpoint, every array validated against the metadata."""
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, expected a .npz checkpoint file")
+    try:
+        zf = zipfile.ZipFile(path)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a fashionnet checkpoint ({e})") from None
+    with zf:
+        try:
+            return _read_validated(zf, path)
+        except (zipfile.BadZipFile, OSError, EOFError, KeyError) as e:
+            raise CheckpointError(f"{path}: corrupt checkpoint ({e})") from None
+
+
+def _read_validated(zf: zipfile.ZipFile, path: Path) -> tuple[dict[str, Any], dict[str, Array]]:
+    members = set(zf.namelist())
+    if "metadata.npy" not in members:
+        raise CheckpointError(f"{path}: no metadata member: not a fashionnet checkpoint")
+    f, shape, dtype = _read_member_header(zf, "metadata.npy", path)
+    f.close()
+    if dtype != np.uint8 or len(shape) != 1 or shape[0] > _MAX_METADATA_BYTES:
+        raise CheckpointError(f"{path}: metadata must be a 1-D uint8 array of at most 16 MiB")
+    raw = _read_array(zf, "metadata.npy", path, shape, dtype)
+    try:
+        meta = json.loads(raw.tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: metadata is not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a fashionnet checkpoint (no format marker)")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version!r} is newer than this fashionnet reads "
+            f"({FORMAT_VERSION}); upgrade fashionnet"
+        )
+    specs = meta.get("arrays")
+    if not isinstance(specs, dict):
+        raise CheckpointError(f"{path}: metadata has no array list")
+    expected = {f"{name}.npy" for name in specs} | {"metadata.npy"}
+    if members != expected:
+        extra, missing = sorted(members - expected), sorted(expected - members)
+        raise CheckpointError(
+            f"{path}: members do not match metadata (extra {extra}, missing {missing})"
+        )
+    arrays: dict[str, Array] = {}
+    for name, spec in specs.items():
+        try:
+            shape = tuple(int(d) for d in spec["shape"])
+            dtype = np.dtype(spec["dtype"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: bad array spec for {name} ({e})") from None
+        if dtype not in _ALLOWED_DTYPES or any(d < 0 for d in shape):
+            raise CheckpointError(f"{path}: array {name}: dtype {dtype} shape {shape} not allowed")
+        info = zf.getinfo(f"{name}.npy")
+        if int(np.prod(shape, dtype=np.float64)) * dtype.itemsize > info.file_size:
+            raise CheckpointError(
+                f"{path}: array {name}: declared shape {shape} exceeds its member"
+            )
+        arrays[name] = _read_array(zf, f"{name}.npy", path, shape, dtype)
+    return meta, arrays
+
+
+def load_model(path: str | os.PathLike[str]) -> Sequential:
+    """A model ready for predict / predict_proba; needs nothing but numpy."""
+    meta, arrays = read_checkpoint(path)
+    return _build_model(Path(path), meta, arrays)
+
+
+def _build_model(path: Path, meta: dict[str, Any], arrays: dict[str, Array]) -> Sequential:
+    stored = {k.removeprefix("param."): v for k, v in arrays.items() if k.startswith("param.")}
+    try:
+        # shapes first: a config declaring huge layers is refused before anything is allocated
+        promised = Sequential.param_shapes(meta["model"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: model config cannot be rebuilt ({e})") from None
+    if set(stored) != set(promised):
+        raise CheckpointError(
+            f"{path}: parameters {sorted(stored)} do not match the config's {sorted(promised)}"
+        )
+    for name, shape in promised.items():
+        if stored[name].shape != shape:
+            raise CheckpointError(
+                f"{path}: {name} has shape {stored[name].shape}, config says {shape}"
+            )
+    model = Sequential.from_config(meta["model"])
+    for name, p in model.named_parameters().items():
+        w = stored[name]
+        if not np.isfinite(w).all():
+            raise CheckpointError(f"{path}: {name} holds non-finite values")
+        p.data = w.astype(p.data.dtype, copy=False)
+        p.grad = np.zeros_like(p.data)
+    return model

@@ -1,0 +1,184 @@
+"""The `fashionnet` command: the only module that prints and chooses exit codes.
+
+Exit codes: 0 success, 2 bad usage or bad input (one line on stderr), 3 training diverged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import CheckpointError, load_model, read_checkpoint
+from .data import DataError, load_fashion_mnist, to_float
+from .recipes import PRESETS, make_config, train_run
+from .train import TrainingDiverged, evaluate
+
+
+class UsageError(Exception):
+    """Bad input found after parsing: reported as one line, exit 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _float_in(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = True) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+        if not ok:
+            interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+            raise argparse.ArgumentTypeError(f"expected a number in {interval}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _hidden_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(s) for s in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected sizes like 256,128, got {text!r}")
+    return sizes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fashionnet", description="Train, evaluate and use Fashion-MNIST classifiers."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    tr = sub.add_parser("train", help="train a model and evaluate it on the test set")
+    tr.add_argument("--preset", choices=sorted(PRESETS), default="mlp", help="recipe (default mlp)")
+    tr.add_argument("--epochs", type=_positive_int)
+    tr.add_argument("--batch-size", type=_positive_int)
+    tr.add_argument("--lr", type=_float_in(0, 10, lo_open=True))
+    tr.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+    tr.add_argument("--weight-decay", type=_float_in(0, 1))
+    tr.add_argument("--hidden", type=_hidden_sizes, help="hidden layer sizes, e.g. 256,128")
+    tr.add_argument("--dropout", type=_float_in(0, 1))
+    tr.add_argument("--label-smoothing", type=_float_in(0, 1))
+    tr.add_argument("--schedule", choices=["constant", "cosine"])
+    tr.add_argument(
+        "--patience", type=_positive_int, help="early stopping after N epochs without gain"
+    )
+    tr.add_argument("--val-size", type=_non_negative_int, help="validation images (default 5000)")
+    tr.add_argument("--seed", type=_non_negative_int, help="random seed (default 0)")
+    tr.add_argument("--limit", type=_positive_int, help="use only the first N images of each split")
+    tr.add_argument("--data", help="folder of IDX files or Kaggle CSVs, or a training CSV")
+    tr.add_argument("--out", type=Path, help="run folder (default runs/<timestamp>-<preset>)")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar, no per-epoch lines")
+
+    ev = sub.add_parser("evaluate", help="evaluate a saved model on the test set")
+    ev.add_argument("model", type=Path, help="model file (model.npz in a run folder) or run folder")
+    ev.add_argument("--data", help="folder of IDX files or Kaggle CSVs, or a training CSV")
+    ev.add_argument("--limit", type=_positive_int, help="use only the first N test images")
+    ev.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser
+
+
+def _epoch_line(record: dict[str, Any]) -> str:
+    line = (
+        f"epoch {record['epoch']:3d}  train loss {record['train_loss']:.4f} "
+        f"acc {record['train_accuracy']:.4f}"
+    )
+    if "val_loss" in record:
+        line += f"  val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.4f}"
+    return line + f"  {record['seconds']:.1f}s"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    overrides = {
+        k: getattr(args, k)
+        for k in (
+            "epochs", "batch_size", "lr", "optimizer", "weight_decay", "hidden", "dropout",
+            "label_smoothing", "schedule", "patience", "val_size", "seed", "limit", "data",
+        )
+    }  # fmt: skip
+    config = make_config(args.preset, **overrides)
+    data = load_fashion_mnist(config.get("data"))
+    out = args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.preset}"
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder")
+    if config["val_size"] >= min(len(data.train), config["limit"] or len(data.train)):
+        raise UsageError(f"--val-size {config['val_size']}: must be smaller than the training set")
+    if not args.quiet:
+        print(f"fashionnet train --preset {args.preset}: data {data.source}, run folder {out}")
+
+    def on_epoch(record: dict[str, Any]) -> None:
+        if not args.quiet:
+            print(_epoch_line(record), flush=True)
+
+    metrics = train_run(
+        config, out, data=data, on_epoch=on_epoch, progress=False if args.quiet else None
+    )
+    print(
+        f"test accuracy {metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.4f}) "
+        f"best epoch {metrics['best_epoch']}, trained {metrics['train_seconds']:.1f}s; "
+        f"model {out / 'model.npz'}"
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    path = args.model / "model.npz" if args.model.is_dir() else args.model
+    meta, _ = read_checkpoint(path)
+    model = load_model(path)
+    data = load_fashion_mnist(args.data)
+    test = data.test
+    images, labels = test.images[: args.limit], test.labels[: args.limit]
+    expected = tuple(meta.get("image_shape", images.shape[1:]))
+    if images.shape[1:] != expected:
+        raise UsageError(
+            f"{data.source}: images are {images.shape[1:]}, the model expects {expected}"
+        )
+    loss, acc = evaluate(model, to_float(images), labels)
+    if args.json:
+        print(json.dumps({"test_accuracy": acc, "test_loss": loss, "test_size": len(labels)}))
+    else:
+        print(f"test accuracy {acc:.4f} (loss {loss:.4f}) on {len(labels)} images")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (UsageError, DataError, CheckpointError, ValueError) as e:
+        print(f"fashionnet: error: {e}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as e:
+        print(f"fashionnet: error: training diverged: {e}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print("fashionnet: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,150 @@
+"""Sequential: a stack of layers with forward, backward, parameters, predict and a config."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from itertools import pairwise
+from typing import Any
+
+import numpy as np
+
+from .layers import (
+    LAYER_TYPES,
+    Array,
+    Dropout,
+    Layer,
+    Linear,
+    Parameter,
+    array_namespace,
+)
+from .losses import softmax
+
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
+
+
+class Sequential:
+    def __init__(self, layers: Iterable[Layer]) -> None:
+        self.layers = list(layers)
+
+    def forward(self, x: Array, *, training: bool = False) -> Array:
+        for layer in self.layers:
+            x = layer.forward(x, training=training)
+        return x
+
+    def backward(self, grad_out: Array) -> None:
+        """Set every parameter's .grad, from dL/d(output) down to the first layer with parameters.
+
+        Nothing below that layer has parameters, so its input gradient is never computed.
+        """
+        first = next((i for i, layer in enumerate(self.layers) if layer.params()), 0)
+        for i in range(len(self.layers) - 1, first - 1, -1):
+            g = self.layers[i].backward(grad_out, input_grad=i > first)
+            if g is not None:
+                grad_out = g
+
+    def named_parameters(self) -> dict[str, Parameter]:
+        """{'0.weight': Parameter, '0.bias': ..., '3.weight': ...} in layer order."""
+        return {
+            f"{i}.{name}": p
+            for i, layer in enumerate(self.layers)
+            for name, p in layer.params().items()
+        }
+
+    def parameters(self) -> list[Parameter]:
+        return list(self.named_parameters().values())
+
+    def n_parameters(self) -> int:
+        return sum(p.data.size for p in self.parameters())
+
+    def predict_proba(self, x: Array, *, batch_size: int = 8192) -> Array:
+        """Class probabilities (n, n_classes), evaluated in large batches without caching."""
+        xp = array_namespace(x)
+        if len(x) == 0:
+            raise ValueError("predict needs at least one sample")
+        parts = [softmax(self.forward(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+        return parts[0] if len(parts) == 1 else xp.concatenate(parts)
+
+    def predict(self, x: Array, *, batch_size: int = 8192) -> Array:
+        """Predicted class indices (n,)."""
+        xp = array_namespace(x)
+        if len(x) == 0:
+            raise ValueError("predict needs at least one sample")
+        parts = [
+            self.forward(x[i : i + batch_size]).argmax(axis=1) for i in range(0, len(x), batch_size)
+        ]
+        return xp.concatenate(parts)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "layers": [{"type": type(layer).__name__, **layer.config()} for layer in self.layers]
+        }
+
+    @staticmethod
+    def param_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """{'0.weight': (784, 256), ...} for the model `config` describes, without building it."""
+        shapes: dict[str, tuple[int, ...]] = {}
+        for i, spec in enumerate(config["layers"]):
+            kind = spec["type"]
+            if kind not in LAYER_TYPES:
+                raise ValueError(f"unknown layer type {kind!r}")
+            for name, shape in LAYER_TYPES[kind].param_shapes(spec).items():
+                shapes[f"{i}.{name}"] = shape
+        return shapes
+
+    @classmethod
+    def from_config(
+        cls,
+        config: dict[str, Any],
+        *,
+        rng: np.random.Generator | None = None,
+        dtype: Any = np.float32,
+    ) -> Sequential:
+        """Rebuild the architecture (weights freshly initialised from rng)."""
+        layers: list[Layer] = []
+        for spec in config["layers"]:
+            args = dict(spec)
+            kind = args.pop("type")
+            if kind not in LAYER_TYPES:
+                raise ValueError(f"unknown layer type {kind!r}")
+            layer_cls = LAYER_TYPES[kind]
+            if layer_cls is Linear:
+                layers.append(Linear(**args, rng=rng, dtype=dtype))
+            elif layer_cls is Dropout:
+                layers.append(Dropout(**args, rng=rng))
+            else:
+                layers.append(layer_cls(**args))
+        return cls(layers)
+
+    def __repr__(self) -> str:
+        inner = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
+        return f"Sequential({inner}\n)"
+
+
+def mlp(
+    in_features: int,
+    hidden: Sequence[int],
+    n_classes: int,
+    *,
+    rng: np.random.Generator,
+    activation: str = "relu",
+    dropout: float = 0.0,
+    input_dropout: float = 0.0,
+    init: str = "he",
+    dtype: Any = np.float32,
+) -> Sequential:
+    """in -> [Linear -> activation -> Dropout] per hidden size -> Linear(n_classes) logits."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {activation!r}")
+    kind = {"relu": "ReLU", "leaky_relu": "LeakyReLU", "tanh": "Tanh", "sigmoid": "Sigmoid"}[
+        activation
+    ]
+    layers: list[Layer] = []
+    if input_dropout:
+        layers.append(Dropout(input_dropout, rng=rng))
+    sizes = [in_features, *hidden]
+    for fan_in, fan_out in pairwise(sizes):
+        layers += [Linear(fan_in, fan_out, rng=rng, init=init, dtype=dtype), LAYER_TYPES[kind]()]
+        if dropout:
+            layers.append(Dropout(dropout, rng=rng))
+    layers.append(Linear(sizes[-1], n_classes, rng=rng, init=init, dtype=dtype))
+    return Sequential(layers)

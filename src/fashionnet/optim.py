@@ -1,0 +1,266 @@
+"""Optimisers over one flat buffer: every parameter and gradient is a view into it.
+
+An update is then a handful of vectorised in-place operations on whole arrays, whatever the
+number of layers. Parameters with decay=True are laid out first, so weight decay touches the
+slice `[:n_decay]` and never the biases.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from .layers import Array, Parameter, array_namespace
+
+
+def _tiles(params: Sequence[Parameter], flat: Array | None, attr: str) -> bool:
+    """True when the params' arrays are consecutive views covering all of `flat`."""
+    if flat is None:
+        return False
+    offset = 0
+    for p in params:
+        a = getattr(p, attr)
+        if a.base is not flat or not a.flags.c_contiguous:
+            return False
+        start = (a.__array_interface__["data"][0] - flat.__array_interface__["data"][0]) // (
+            flat.itemsize
+        )
+        if start != offset:
+            return False
+        offset += a.size
+    return offset == flat.size
+
+
+def flatten_parameters(params: Sequence[Parameter]) -> tuple[Array, Array]:
+    """Make params views into one flat data buffer and one flat grad buffer; return both.
+
+    Already-flat parameters (a second optimiser over the same model) are left as they are.
+    """
+    if not params:
+        raise ValueError("an optimiser needs at least one parameter")
+    base = params[0].data.base
+    gbase = params[0].grad.base
+    if _tiles(params, base, "data") and _tiles(params, gbase, "grad"):
+        assert base is not None and gbase is not None
+        return base, gbase
+    xp = array_namespace(params[0].data)
+    dtype = params[0].data.dtype
+    if any(p.data.dtype != dtype for p in params):
+        raise ValueError("all parameters must share one dtype")
+    total = sum(p.data.size for p in params)
+    flat, gflat = xp.empty(total, dtype), xp.zeros(total, dtype)
+    offset = 0
+    for p in params:
+        n = p.data.size
+        flat[offset : offset + n] = p.data.ravel()
+        gflat[offset : offset + n] = p.grad.ravel()
+        p.data = flat[offset : offset + n].reshape(p.data.shape)
+        p.grad = gflat[offset : offset + n].reshape(p.data.shape)
+        offset += n
+    return flat, gflat
+
+
+class Optimizer:
+    """Base: owns the flat views, the step count and the learning rate (set by the schedule)."""
+
+    def __init__(self, params: Sequence[Parameter], *, lr: float, weight_decay: float) -> None:
+        if lr <= 0:
+            raise ValueError(f"lr must be positive, got {lr!r}")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        ordered = sorted(params, key=lambda p: not p.decay)  # stable: decayed params first
+        self.params = ordered
+        self.data, self.grad = flatten_parameters(ordered)
+        self.n_decay = sum(p.data.size for p in ordered if p.decay)
+        self.lr, self.weight_decay = lr, weight_decay
+        self.steps = 0
+        self._tmp = array_namespace(self.data).empty_like(self.data)
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def _add_l2(self) -> None:
+        """Coupled L2: g += weight_decay * w on the decayed slice (the gradient of wd/2 * |w|^2)."""
+        if self.weight_decay:
+            d = self.n_decay
+            tmp = self._tmp[:d]
+            array_namespace(tmp).multiply(self.data[:d], self.weight_decay, out=tmp)
+            self.grad[:d] += tmp
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"lr": self.lr, "weight_decay": self.weight_decay}
+
+    def state_arrays(self) -> dict[str, Array]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue bit-exactly: type, hyperparameters, step and moments."""
+        return {
+            "type": type(self).__name__,
+            "hyperparameters": self.hyperparameters(),
+            "steps": self.steps,
+            "arrays": {k: v.copy() for k, v in self.state_arrays().items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["type"] != type(self).__name__:
+            raise ValueError(f"state is for {state['type']}, not {type(self).__name__}")
+        for k, v in state["hyperparameters"].items():
+            setattr(self, k, v)
+        self.steps = int(state["steps"])
+        mine = self.state_arrays()
+        if set(mine) != set(state["arrays"]):
+            raise ValueError(
+                f"optimiser state arrays {sorted(state['arrays'])}, expected {sorted(mine)}"
+            )
+        for k, v in state["arrays"].items():
+            if v.shape != mine[k].shape:
+                raise ValueError(
+                    f"optimiser state {k!r} has shape {v.shape}, expected {mine[k].shape}"
+                )
+            mine[k][...] = v
+
+
+class SGD(Optimizer):
+    """w -= lr * v, v = momentum * v + g (PyTorch's form); Nesterov uses g + momentum * v."""
+
+    def __init__(
+        self,
+        params: Sequence[Parameter],
+        *,
+        lr: float = 0.01,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(params, lr=lr, weight_decay=weight_decay)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        if nesterov and momentum == 0:
+            raise ValueError("Nesterov momentum needs momentum > 0")
+        self.momentum, self.nesterov = momentum, nesterov
+        self.velocity = array_namespace(self.data).zeros_like(self.data)
+
+    def step(self) -> None:
+        self._add_l2()
+        g, v, tmp = self.grad, self.velocity, self._tmp
+        xp = array_namespace(g)
+        if self.momentum:
+            if self.steps == 0:
+                v[...] = g
+            else:
+                v *= self.momentum
+                v += g
+            if self.nesterov:
+                xp.multiply(v, self.momentum, out=tmp)
+                tmp += g
+                g = tmp
+            else:
+                g = v
+        xp.multiply(g, -self.lr, out=self._tmp)
+        self.data += self._tmp
+        self.steps += 1
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return super().hyperparameters() | {"momentum": self.momentum, "nesterov": self.nesterov}
+
+    def state_arrays(self) -> dict[str, Array]:
+        return {"velocity": self.velocity} if self.momentum else {}
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015) with coupled L2 weight decay, as torch.optim.Adam."""
+
+    decoupled = False
+
+    def __init__(
+        self,
+        params: Sequence[Parameter],
+        *,
+        lr: float = 1e-3,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(params, lr=lr, weight_decay=weight_decay)
+        for name, beta in (("beta1", beta1), ("beta2", beta2)):
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {beta!r}")
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        xp = array_namespace(self.data)
+        self.m, self.v = xp.zeros_like(self.data), xp.zeros_like(self.data)
+
+    def step(self) -> None:
+        if self.decoupled:  # AdamW: w -= lr * wd * w, outside the adaptive scaling
+            d = self.n_decay
+            self.data[:d] *= 1 - self.lr * self.weight_decay
+        else:
+            self._add_l2()
+        self.steps += 1
+        g, m, v, tmp = self.grad, self.m, self.v, self._tmp
+        xp = array_namespace(g)
+        b1, b2 = self.beta1, self.beta2
+        # m += (1 - b1) (g - m);  v += (1 - b2) (g^2 - v): two passes each, no temporaries
+        xp.subtract(g, m, out=tmp)
+        tmp *= 1 - b1
+        m += tmp
+        xp.multiply(g, g, out=tmp)
+        tmp -= v
+        tmp *= 1 - b2
+        v += tmp
+        # w -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps), bias corrections bc = 1 - beta^t
+        bc1, bc2 = 1 - b1**self.steps, 1 - b2**self.steps
+        xp.sqrt(v, out=tmp)
+        tmp *= 1 / math.sqrt(bc2)
+        tmp += self.eps
+        xp.divide(m, tmp, out=tmp)
+        tmp *= -self.lr / bc1
+        self.data += tmp
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return super().hyperparameters() | {
+            "beta1": self.beta1,
+            "beta2": self.beta2,
+            "eps": self.eps,
+        }
+
+    def state_arrays(self) -> dict[str, Array]:
+        return {"m": self.m, "v": self.v}
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter 2019), as torch.optim.AdamW."""
+
+    decoupled = True
+
+    def __init__(
+        self,
+        params: Sequence[Parameter],
+        *,
+        lr: float = 1e-3,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+    ) -> None:
+        super().__init__(
+            params, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay
+        )
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+
+
+def make_optimizer(name: str, params: Sequence[Parameter], **kwargs: Any) -> Optimizer:
+    try:
+        cls = OPTIMIZERS[name.lower()]
+    except KeyError:
+        raise ValueError(
+            f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {name!r}"
+        ) from None
+    return cls(params, **kwargs)
+
+
+__all__ = ["SGD", "Adam", "AdamW", "Optimizer", "flatten_parameters", "make_optimizer"]

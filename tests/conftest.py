@@ -1,0 +1,73 @@
+"""Shared fixtures and the finite-difference gradient check every layer goes through."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fashionnet.data import SYSTEM_DATA_DIR
+from fashionnet.layers import Layer
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+def real_data_dir() -> Path | None:
+    return SYSTEM_DATA_DIR if (SYSTEM_DATA_DIR / "train-images-idx3-ubyte.gz").is_file() else None
+
+
+@pytest.fixture
+def real_data() -> Path:
+    path = real_data_dir()
+    if path is None:
+        pytest.skip("the real Fashion-MNIST files are not installed (apt-get install dataset-fashion-mnist)")
+    return path
+
+
+def numerical_grad(f: Callable[[], float], a: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Central differences of the scalar f() with respect to every element of a (in place)."""
+    grad = np.zeros_like(a)
+    for idx in np.ndindex(a.shape):
+        old = a[idx]
+        a[idx] = old + eps
+        plus = f()
+        a[idx] = old - eps
+        minus = f()
+        a[idx] = old
+        grad[idx] = (plus - minus) / (2 * eps)
+    return grad
+
+
+def assert_layer_gradients(
+    layer: Layer,
+    x: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    before_forward: Callable[[], None] = lambda: None,
+    rtol: float = 1e-6,
+    atol: float = 1e-8,
+) -> None:
+    """Backward of L = sum(forward(x) * G), G a fixed random upstream gradient (not all-ones,
+    which hides transpose bugs), matches central differences for x and every parameter."""
+    before_forward()
+    out = layer.forward(x, training=True)
+    upstream = rng.normal(size=out.shape)
+
+    def loss() -> float:
+        before_forward()
+        return float((layer.forward(x, training=True) * upstream).sum())
+
+    before_forward()
+    layer.forward(x, training=True)
+    grad_x = layer.backward(upstream)
+    analytic = {name: p.grad.copy() for name, p in layer.params().items()}
+    np.testing.assert_allclose(grad_x, numerical_grad(loss, x), rtol=rtol, atol=atol)
+    for name, p in layer.params().items():
+        np.testing.assert_allclose(
+            analytic[name], numerical_grad(loss, p.data), rtol=rtol, atol=atol, err_msg=name
+        )
