@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +27,9 @@ def real_data_dir() -> Path | None:
 def real_data() -> Path:
     path = real_data_dir()
     if path is None:
-        pytest.skip("the real Fashion-MNIST files are not installed (apt-get install dataset-fashion-mnist)")
+        pytest.skip(
+            "the real Fashion-MNIST files are not installed (apt-get install dataset-fashion-mnist)"
+        )
     return path
 
 
@@ -71,3 +75,28 @@ def assert_layer_gradients(
         np.testing.assert_allclose(
             analytic[name], numerical_grad(loss, p.data), rtol=rtol, atol=atol, err_msg=name
         )
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    code = {np.uint8: 0x08, np.int32: 0x0C}[array.dtype.type]
+    header = struct.pack(">BBBB", 0, 0, code, array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
+    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
+def write_idx_folder(folder, rng, n_train=30, n_test=10, gz=True):
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train).astype(np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test).astype(np.uint8),
+    }
+    for name, array in files.items():
+        raw = idx_bytes(array)
+        if gz:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(raw))
+        else:
+            (folder / name).write_bytes(raw)
+    return files

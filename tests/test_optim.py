@@ -66,8 +66,17 @@ def test_sgd_matches_its_formula(momentum, nesterov, wd, rng):
     opt = SGD(params, lr=0.05, momentum=momentum, nesterov=nesterov, weight_decay=wd)
     for step in range(5):
         set_grads(params, rng)
-        reference_sgd(ref, [p.grad for p in params], vel, step, 0.05, momentum, nesterov, wd,
-                      [p.decay for p in params])
+        reference_sgd(
+            ref,
+            [p.grad for p in params],
+            vel,
+            step,
+            0.05,
+            momentum,
+            nesterov,
+            wd,
+            [p.decay for p in params],
+        )
         opt.step()
     for p, w in zip(params, ref, strict=True):
         np.testing.assert_allclose(p.data, w, rtol=1e-12)
@@ -131,7 +140,10 @@ def test_float32_stays_float32(rng):
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
 def test_state_dict_round_trip_continues_identically(name, rng):
     kwargs = {"momentum": 0.9} if name == "sgd" else {}
-    a_params, b_params = make_params(np.random.default_rng(1)), make_params(np.random.default_rng(1))
+    a_params, b_params = (
+        make_params(np.random.default_rng(1)),
+        make_params(np.random.default_rng(1)),
+    )
     a = make_optimizer(name, a_params, lr=0.01, **kwargs)
     grads = [np.random.default_rng(s).normal(size=a.grad.size) for s in range(6)]
     for g in grads[:3]:

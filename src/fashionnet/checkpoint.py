@@ -107,10 +107,11 @@ def _read_member_header(
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
         else:
             raise ValueError(f"unsupported .npy version {version}")
+        if fortran or dtype.hasobject:
+            raise ValueError("object or Fortran-order arrays are refused")
     except ValueError as e:
+        f.close()
         raise CheckpointError(f"{path}: member {member}: bad array header ({e})") from None
-    if fortran or dtype.hasobject:
-        raise CheckpointError(f"{path}: member {member}: object or Fortran-order array refused")
     return f, shape, dtype
 
 

@@ -193,6 +193,12 @@ class Adam(Optimizer):
         self.m, self.v = xp.zeros_like(self.data), xp.zeros_like(self.data)
 
     def step(self) -> None:
+        """Ten passes over the flat buffer: m and v are kept without their (1 - beta) factors
+        (m' = b1 m' + g, v' = b2 v' + g^2), which are folded into the step size and eps.
+
+        m = (1-b1) m', v = (1-b2) v';  w -= lr * (m / bc1) / (sqrt(v / bc2) + eps)
+          = lr (1-b1)/bc1 / sqrt((1-b2)/bc2) * m' / (sqrt(v') + eps / sqrt((1-b2)/bc2))
+        """
         if self.decoupled:  # AdamW: w -= lr * wd * w, outside the adaptive scaling
             d = self.n_decay
             self.data[:d] *= 1 - self.lr * self.weight_decay
@@ -202,21 +208,17 @@ class Adam(Optimizer):
         g, m, v, tmp = self.grad, self.m, self.v, self._tmp
         xp = array_namespace(g)
         b1, b2 = self.beta1, self.beta2
-        # m += (1 - b1) (g - m);  v += (1 - b2) (g^2 - v): two passes each, no temporaries
-        xp.subtract(g, m, out=tmp)
-        tmp *= 1 - b1
-        m += tmp
+        m *= b1
+        m += g
+        v *= b2
         xp.multiply(g, g, out=tmp)
-        tmp -= v
-        tmp *= 1 - b2
         v += tmp
-        # w -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps), bias corrections bc = 1 - beta^t
         bc1, bc2 = 1 - b1**self.steps, 1 - b2**self.steps
+        v_scale = math.sqrt((1 - b2) / bc2)
         xp.sqrt(v, out=tmp)
-        tmp *= 1 / math.sqrt(bc2)
-        tmp += self.eps
+        tmp += self.eps / v_scale
         xp.divide(m, tmp, out=tmp)
-        tmp *= -self.lr / bc1
+        tmp *= -self.lr * (1 - b1) / bc1 / v_scale
         self.data += tmp
 
     def hyperparameters(self) -> dict[str, Any]:

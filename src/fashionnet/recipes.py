@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .augment import make_augment
 from .checkpoint import atomic_write, save_checkpoint
 from .data import Dataset, load_fashion_mnist, to_float, train_val_split
 from .model import Sequential, mlp
@@ -146,6 +147,7 @@ def train_run(
         rng=rng,
         schedule=schedule,
         label_smoothing=config["label_smoothing"],
+        augment=make_augment(config.get("augment"), train.images.shape[1:]),
         patience=config["patience"],
         callbacks=[record_epoch],
         progress=progress,

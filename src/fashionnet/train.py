@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from .augment import Augment
 from .data import iterate_batches
 from .layers import Array
 from .losses import softmax_cross_entropy
@@ -66,6 +67,7 @@ def fit(
     rng: np.random.Generator,
     schedule: Schedule | None = None,
     label_smoothing: float = 0.0,
+    augment: Augment | None = None,
     patience: int | None = None,
     restore_best: bool = True,
     callbacks: Sequence[Callback] = (),
@@ -75,7 +77,7 @@ def fit(
 
     With `val`, the epoch with the best validation accuracy is remembered; `patience` epochs
     without improvement stop training, and `restore_best` puts the best weights back at the end.
-    `progress`: a tqdm bar (None: only on a terminal).
+    `augment` transforms each training batch with `rng`. `progress`: a tqdm bar (None: only on a terminal).
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
@@ -96,6 +98,8 @@ def fit(
         for xb, yb in iterate_batches(x, y, batch_size, rng=rng):
             if schedule is not None:
                 optimizer.lr = schedule(optimizer.steps)
+            if augment is not None:
+                xb = augment(xb, rng)
             logits = model.forward(xb, training=True)
             loss, grad_logits = softmax_cross_entropy(logits, yb, label_smoothing=label_smoothing)
             if not math.isfinite(loss):

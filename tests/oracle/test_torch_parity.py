@@ -1,0 +1,132 @@
+"""A second opinion from PyTorch: same weights, same upstream gradient, same answers.
+
+The only place torch is imported. `pip install torch==2.13.0` installs a CPU build.
+"""
+
+import numpy as np
+import pytest
+
+from fashionnet.layers import Dropout, LeakyReLU, Linear, ReLU, Sigmoid, Tanh
+from fashionnet.losses import softmax_cross_entropy
+from fashionnet.model import mlp
+from fashionnet.optim import SGD, Adam, AdamW
+
+torch = pytest.importorskip("torch")
+
+
+def t(a):
+    return torch.tensor(np.asarray(a), dtype=torch.float64, requires_grad=True)
+
+
+def test_linear_matches_torch(rng):
+    layer = Linear(4, 5, rng=rng, dtype=np.float64)
+    x, g = rng.normal(size=(3, 4)), rng.normal(size=(3, 5))
+    ref = torch.nn.Linear(4, 5, dtype=torch.float64)
+    with torch.no_grad():
+        ref.weight.copy_(torch.tensor(layer.weight.data.T))  # torch stores (out, in)
+        ref.bias.copy_(torch.tensor(layer.bias.data))
+    tx = t(x)
+    out = ref(tx)
+    out.backward(torch.tensor(g))
+    np.testing.assert_allclose(layer.forward(x, training=True), out.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(layer.backward(g), tx.grad.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(layer.weight.grad, ref.weight.grad.numpy().T, rtol=1e-12)
+    np.testing.assert_allclose(layer.bias.grad, ref.bias.grad.numpy(), rtol=1e-12)
+
+
+ACTIVATIONS = {
+    "relu": (ReLU(), torch.nn.ReLU()),
+    "leaky_relu": (LeakyReLU(0.2), torch.nn.LeakyReLU(0.2)),
+    "tanh": (Tanh(), torch.nn.Tanh()),
+    "sigmoid": (Sigmoid(), torch.nn.Sigmoid()),
+}
+
+
+@pytest.mark.parametrize("pair", ACTIVATIONS.values(), ids=ACTIVATIONS.keys())
+def test_activations_match_torch(pair, rng):
+    ours, ref = pair
+    x, g = rng.normal(size=(3, 7)) * 3, rng.normal(size=(3, 7))
+    tx = t(x)
+    out = ref(tx)
+    out.backward(torch.tensor(g))
+    np.testing.assert_allclose(ours.forward(x, training=True), out.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(ours.backward(g), tx.grad.numpy(), rtol=1e-12, atol=1e-15)
+
+
+def test_dropout_in_evaluation_is_identity_like_torch(rng):
+    x = rng.normal(size=(3, 7))
+    ref = torch.nn.Dropout(0.5).eval()
+    np.testing.assert_array_equal(Dropout(0.5).forward(x), ref(torch.tensor(x)).numpy())
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy_matches_torch(smoothing, rng):
+    logits, labels = rng.normal(size=(6, 10)) * 4, rng.integers(0, 10, 6)
+    tl = t(logits)
+    ref = torch.nn.functional.cross_entropy(tl, torch.tensor(labels), label_smoothing=smoothing)
+    ref.backward()
+    loss, grad = softmax_cross_entropy(logits, labels, label_smoothing=smoothing)
+    assert loss == pytest.approx(ref.item(), rel=1e-12)
+    np.testing.assert_allclose(grad, tl.grad.numpy(), rtol=1e-10, atol=1e-15)
+
+
+def run_both(make_ours, make_ref, rng, steps=10):
+    """Train the same 6-8-3 net with ours and torch's optimiser for `steps`; return both weights."""
+    model = mlp(6, [8], 3, rng=rng, dtype=np.float64)
+    ref = torch.nn.Sequential(
+        torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)
+    ).double()
+    with torch.no_grad():
+        for i in (0, 2):
+            ref[i].weight.copy_(torch.tensor(model.layers[i].weight.data.T))
+            ref[i].bias.copy_(torch.tensor(model.layers[i].bias.data))
+    opt, ref_opt = make_ours(model.parameters()), make_ref(ref.parameters())
+    for _ in range(steps):
+        x, y = rng.normal(size=(5, 6)), rng.integers(0, 3, 5)
+        _, g = softmax_cross_entropy(model.forward(x, training=True), y)
+        model.backward(g)
+        opt.step()
+        ref_opt.zero_grad()
+        torch.nn.functional.cross_entropy(ref(torch.tensor(x)), torch.tensor(y)).backward()
+        ref_opt.step()
+    for i in (0, 2):
+        np.testing.assert_allclose(
+            model.layers[i].weight.data, ref[i].weight.detach().numpy().T, rtol=1e-9, atol=1e-12
+        )
+        np.testing.assert_allclose(
+            model.layers[i].bias.data, ref[i].bias.detach().numpy(), rtol=1e-9, atol=1e-12
+        )
+
+
+# torch applies weight decay to biases too; give ours the same by marking biases decayed
+def decay_all(params):
+    for p in params:
+        p.decay = True
+    return params
+
+
+OPTIMIZERS = {
+    "sgd": (lambda p: SGD(p, lr=0.1), lambda p: torch.optim.SGD(p, lr=0.1)),
+    "sgd_momentum_wd": (
+        lambda p: SGD(decay_all(p), lr=0.1, momentum=0.9, weight_decay=0.01),
+        lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=0.01),
+    ),
+    "sgd_nesterov": (
+        lambda p: SGD(p, lr=0.1, momentum=0.9, nesterov=True),
+        lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True),
+    ),
+    "adam": (lambda p: Adam(p, lr=0.01), lambda p: torch.optim.Adam(p, lr=0.01)),
+    "adam_wd": (
+        lambda p: Adam(decay_all(p), lr=0.01, weight_decay=0.01),
+        lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=0.01),
+    ),
+    "adamw": (
+        lambda p: AdamW(decay_all(p), lr=0.01, weight_decay=0.1),
+        lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1),
+    ),
+}
+
+
+@pytest.mark.parametrize("pair", OPTIMIZERS.values(), ids=OPTIMIZERS.keys())
+def test_optimisers_match_torch_over_10_steps(pair, rng):
+    run_both(*pair, rng)

@@ -1,0 +1,139 @@
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from fashionnet.checkpoint import (
+    FORMAT_VERSION,
+    CheckpointError,
+    atomic_write,
+    load_model,
+    read_checkpoint,
+    save_checkpoint,
+)
+from fashionnet.model import mlp
+from fashionnet.optim import Adam
+
+
+@pytest.fixture
+def model(rng):
+    return mlp(12, [8], 3, rng=rng, dropout=0.1)
+
+
+def test_round_trip_predicts_identically(tmp_path, model, rng):
+    path = tmp_path / "m.npz"
+    save_checkpoint(path, model, metadata={"class_names": ["a", "b", "c"]})
+    loaded = load_model(path)
+    x = rng.normal(size=(20, 12)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))
+    assert loaded.config() == model.config()
+    meta, arrays = read_checkpoint(path)
+    assert meta["format_version"] == FORMAT_VERSION
+    assert meta["class_names"] == ["a", "b", "c"]
+    assert set(arrays) == {"param.0.weight", "param.0.bias", "param.3.weight", "param.3.bias"}
+
+
+def test_optimizer_state_is_stored(tmp_path, model):
+    opt = Adam(model.parameters(), lr=1e-3)
+    opt.grad[...] = 1.0
+    opt.step()
+    save_checkpoint(tmp_path / "m.npz", model, optimizer_state=opt.state_dict())
+    meta, arrays = read_checkpoint(tmp_path / "m.npz")
+    assert meta["optimizer"]["type"] == "Adam" and meta["optimizer"]["steps"] == 1
+    np.testing.assert_array_equal(arrays["optim.m"], opt.m)
+
+
+def test_the_file_is_a_plain_npz_without_pickles(tmp_path, model):
+    path = tmp_path / "m.npz"
+    save_checkpoint(path, model)
+    with np.load(path, allow_pickle=False) as npz:  # numpy itself reads it without pickle
+        assert json.loads(npz["metadata"].tobytes())["format"] == "fashionnet-checkpoint"
+    with zipfile.ZipFile(path) as zf:
+        assert all(info.compress_type == zipfile.ZIP_STORED for info in zf.infolist())
+
+
+def test_non_finite_weights_are_never_saved(tmp_path, model):
+    model.parameters()[0].data[0, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        save_checkpoint(tmp_path / "m.npz", model)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_leaves_the_old_file_on_error(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_write(path) as f:
+        f.write(b"new but incomplete")
+        raise RuntimeError("disk full")
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def rewrite(path, tmp_path, change):
+    """Copy the checkpoint's members into a new zip, letting `change` edit the dict first."""
+    with zipfile.ZipFile(path) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    change(members)
+    out = tmp_path / "hostile.npz"
+    with zipfile.ZipFile(out, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return out
+
+
+def npy_bytes(array, allow_pickle=False):
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=allow_pickle)
+    return buf.getvalue()
+
+
+def edit_metadata(members, edit):
+    meta = json.loads(np.load(io.BytesIO(members["metadata.npy"])).tobytes())
+    edit(meta)
+    members["metadata.npy"] = npy_bytes(np.frombuffer(json.dumps(meta).encode(), np.uint8))
+
+
+HOSTILE = {
+    "pickled object array": lambda m: m.__setitem__(
+        "param.0.bias.npy", npy_bytes(np.array([object()] * 8, dtype=object), allow_pickle=True)
+    ),
+    "missing array": lambda m: m.pop("param.0.bias.npy"),
+    "extra array": lambda m: m.__setitem__("evil.npy", npy_bytes(np.zeros(3))),
+    "wrong shape": lambda m: m.__setitem__("param.0.bias.npy", npy_bytes(np.zeros(9, np.float32))),
+    "newer format": lambda m: edit_metadata(m, lambda d: d.__setitem__("format_version", 99)),
+    "huge declared layer": lambda m: edit_metadata(
+        m, lambda d: d["model"]["layers"][0].__setitem__("out_features", 10**12)
+    ),
+    "not json": lambda m: m.__setitem__(
+        "metadata.npy", npy_bytes(np.frombuffer(b"{oops", np.uint8))
+    ),
+    "no metadata": lambda m: m.pop("metadata.npy"),
+}
+
+
+@pytest.mark.parametrize("change", HOSTILE.values(), ids=HOSTILE.keys())
+def test_hostile_files_are_refused(tmp_path, model, change):
+    path = tmp_path / "m.npz"
+    save_checkpoint(path, model)
+    with pytest.raises(CheckpointError) as info:
+        load_model(rewrite(path, tmp_path, change))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("cut", [0.3, 0.9])
+def test_truncated_files_are_refused(tmp_path, model, cut):
+    path = tmp_path / "m.npz"
+    save_checkpoint(path, model)
+    raw = path.read_bytes()
+    path.write_bytes(raw[: int(len(raw) * cut)])
+    with pytest.raises(CheckpointError):
+        load_model(path)
+
+
+def test_a_directory_or_missing_file_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match="is a directory"):
+        load_model(tmp_path)
+    with pytest.raises(CheckpointError, match="no such file"):
+        load_model(tmp_path / "nope.npz")

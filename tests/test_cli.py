@@ -1,0 +1,169 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import write_idx_folder
+
+from fashionnet.checkpoint import read_checkpoint
+from fashionnet.cli import main
+
+RUN_FILES = {"model.npz", "metrics.json", "history.jsonl", "config.json"}
+
+
+@pytest.fixture
+def tiny_data(tmp_path, rng):
+    folder = tmp_path / "data"
+    write_idx_folder(folder, rng, n_train=120, n_test=40)
+    return folder
+
+
+def test_train_writes_the_run_folder_and_evaluate_reproduces_it(tmp_path, tiny_data, capsys):
+    out = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            "--preset",
+            "seed",
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(out),
+            "--epochs",
+            "3",
+            "--val-size",
+            "20",
+            "--batch-size",
+            "16",
+        ]
+    )
+    assert code == 0
+    assert {p.name for p in out.iterdir()} == RUN_FILES
+    printed = capsys.readouterr().out
+    assert printed.count("epoch ") >= 3 and "test accuracy" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in (
+        "test_accuracy",
+        "test_loss",
+        "val_accuracy",
+        "best_epoch",
+        "epochs",
+        "train_seconds",
+        "preset",
+        "seed",
+    ):
+        assert key in metrics
+    assert metrics["preset"] == "seed" and metrics["epochs"] == 3 and metrics["test_size"] == 40
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    config = json.loads((out / "config.json").read_text())
+    assert config["hidden"] == [10] and config["init"] == "uniform" and config["epochs"] == 3
+
+    assert main(["evaluate", str(out / "model.npz"), "--data", str(tiny_data), "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["test_accuracy"] == metrics["test_accuracy"]
+    assert evaluated["test_loss"] == pytest.approx(metrics["test_loss"], rel=1e-6)
+
+
+def test_same_seed_same_model_file_weights(tmp_path, tiny_data):
+    args = [
+        "train",
+        "--data",
+        str(tiny_data),
+        "--epochs",
+        "2",
+        "--val-size",
+        "20",
+        "--hidden",
+        "16",
+        "--quiet",
+    ]
+    main([*args, "--out", str(tmp_path / "a")])
+    main([*args, "--out", str(tmp_path / "b")])
+    _, a = read_checkpoint(tmp_path / "a" / "model.npz")
+    _, b = read_checkpoint(tmp_path / "b" / "model.npz")
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--epochs", "0"],
+        ["train", "--lr", "-1"],
+        ["train", "--hidden", "256,x"],
+        ["train", "--dropout", "1.5"],
+        ["train", "--optimizer", "rmsprop"],
+        ["train", "--preset", "huge"],
+        ["train", "--bogus"],
+        ["frobnicate"],
+        [],
+    ],
+)
+def test_bad_flags_exit_2_with_one_error_line(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert len([line for line in err.splitlines() if "error:" in line]) == 1
+
+
+def test_missing_data_is_one_line_exit_2(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "apt-get install dataset-fashion-mnist" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_val_size_larger_than_data_is_refused(tmp_path, tiny_data, capsys):
+    argv = ["train", "--data", str(tiny_data), "--val-size", "500", "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    assert "--val-size 500" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_evaluate_a_broken_model_file_is_one_line(tmp_path, tiny_data, capsys):
+    bad = tmp_path / "model.npz"
+    bad.write_bytes(b"not a zip")
+    assert main(["evaluate", str(bad), "--data", str(tiny_data)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_python_dash_m_runs_the_cli():
+    result = subprocess.run(
+        [sys.executable, "-m", "fashionnet", "train", "--epochs", "-3"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "--epochs" in result.stderr
+
+
+@pytest.mark.realdata
+def test_train_on_a_slice_of_the_real_data(tmp_path, real_data, capsys):
+    out = tmp_path / "run"
+    argv = [
+        "train",
+        "--data",
+        str(real_data),
+        "--limit",
+        "3000",
+        "--val-size",
+        "500",
+        "--epochs",
+        "3",
+        "--hidden",
+        "64",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train_size"] == 2500 and metrics["test_size"] == 3000
+    assert metrics["test_accuracy"] > 0.7  # chance is 0.1
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data", str(real_data), "--limit", "3000", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_accuracy"] == metrics["test_accuracy"]

@@ -1,0 +1,100 @@
+import numpy as np
+import pytest
+from conftest import numerical_grad
+
+from fashionnet.layers import Dropout, Linear, ReLU
+from fashionnet.losses import softmax_cross_entropy
+from fashionnet.model import Sequential, mlp
+
+
+def assert_model_gradients(model: Sequential, x: np.ndarray, labels: np.ndarray) -> None:
+    """Whole-network check: dLoss/dparam from backward equals central differences."""
+
+    def loss() -> float:
+        return softmax_cross_entropy(model.forward(x, training=True), labels)[0]
+
+    _, grad_logits = softmax_cross_entropy(model.forward(x, training=True), labels)
+    model.backward(grad_logits)
+    for name, p in model.named_parameters().items():
+        analytic = p.grad.copy()
+        np.testing.assert_allclose(
+            analytic, numerical_grad(loss, p.data), rtol=1e-5, atol=1e-8, err_msg=name
+        )
+
+
+def test_the_notebooks_784_10_10_network_has_correct_gradients(rng):
+    # the notebook computed dW1 from dZ2; a 10-10 net hides shape errors, 784 inputs do not
+    model = mlp(784, [10], 10, rng=rng, init="uniform", dtype=np.float64)
+    x = rng.uniform(0, 1, size=(3, 784))
+    assert_model_gradients(model, x, np.array([1, 7, 3]))
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh", "sigmoid"])
+def test_hidden_width_different_from_class_count(activation, rng):
+    model = mlp(6, [7, 5], 4, rng=rng, activation=activation, dtype=np.float64)
+    assert_model_gradients(model, rng.normal(size=(3, 6)), np.array([0, 3, 2]))
+
+
+def test_model_with_dropout_has_correct_gradients_for_a_fixed_mask(rng):
+    model = mlp(6, [8], 3, rng=rng, dropout=0.3, dtype=np.float64)
+    dropout = model.layers[2]
+    assert isinstance(dropout, Dropout)
+
+    def loss() -> float:
+        dropout.rng = np.random.default_rng(5)
+        return softmax_cross_entropy(model.forward(x, training=True), labels)[0]
+
+    x, labels = rng.normal(size=(3, 6)), np.array([0, 2, 1])
+    dropout.rng = np.random.default_rng(5)
+    _, g = softmax_cross_entropy(model.forward(x, training=True), labels)
+    model.backward(g)
+    for name, p in model.named_parameters().items():
+        np.testing.assert_allclose(
+            p.grad.copy(), numerical_grad(loss, p.data), rtol=1e-5, atol=1e-8, err_msg=name
+        )
+
+
+def test_predict_and_predict_proba_agree_across_batches(rng):
+    model = mlp(5, [8], 3, rng=rng)
+    x = rng.normal(size=(50, 5)).astype(np.float32)
+    probs = model.predict_proba(x, batch_size=7)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(model.predict(x, batch_size=7), probs.argmax(axis=1))
+    np.testing.assert_allclose(model.predict_proba(x), probs, rtol=1e-6)
+
+
+def test_predict_on_nothing_is_an_error(rng):
+    with pytest.raises(ValueError, match="at least one sample"):
+        mlp(5, [8], 3, rng=rng).predict(np.zeros((0, 5), dtype=np.float32))
+
+
+def test_config_rebuilds_the_same_architecture(rng):
+    model = mlp(784, [32, 16], 10, rng=rng, activation="leaky_relu", dropout=0.1, init="glorot")
+    rebuilt = Sequential.from_config(model.config(), rng=rng)
+    assert rebuilt.config() == model.config()
+    assert Sequential.param_shapes(model.config()) == {
+        k: p.data.shape for k, p in model.named_parameters().items()
+    }
+    assert model.n_parameters() == 784 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
+
+
+def test_unknown_layer_in_a_config_is_named():
+    with pytest.raises(ValueError, match="'Conv9D'"):
+        Sequential.from_config({"layers": [{"type": "Conv9D"}]})
+
+
+def test_named_parameters_follow_layer_order(rng):
+    model = Sequential([Linear(3, 4, rng=rng), ReLU(), Linear(4, 2, rng=rng)])
+    assert list(model.named_parameters()) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+
+
+def test_same_seed_gives_identical_weights():
+    a = mlp(20, [16], 4, rng=np.random.default_rng(3))
+    b = mlp(20, [16], 4, rng=np.random.default_rng(3))
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        np.testing.assert_array_equal(p.data, q.data)
+
+
+def test_bad_activation_is_named(rng):
+    with pytest.raises(ValueError, match="'swish'"):
+        mlp(4, [4], 2, rng=rng, activation="swish")

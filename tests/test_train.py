@@ -1,0 +1,142 @@
+import numpy as np
+import pytest
+
+from fashionnet.model import mlp
+from fashionnet.optim import SGD, Adam
+from fashionnet.schedules import make_schedule
+from fashionnet.train import TrainingDiverged, evaluate, fit
+
+
+def blobs(rng, n=200, features=8, classes=3):
+    centers = rng.normal(scale=3.0, size=(classes, features))
+    y = rng.integers(0, classes, n)
+    x = (centers[y] + rng.normal(size=(n, features))).astype(np.float32)
+    return x, y
+
+
+def train_once(seed: int, epochs: int = 3):
+    rng = np.random.default_rng(seed)
+    x, y = blobs(rng)
+    model = mlp(8, [16], 3, rng=rng, dropout=0.2)
+    opt = Adam(model.parameters(), lr=1e-2)
+    history = fit(model, opt, (x, y), val=(x[:50], y[:50]), epochs=epochs, batch_size=32, rng=rng)
+    return model, opt, history
+
+
+def test_overfits_a_tiny_dataset_to_100_percent(rng):
+    x = rng.normal(size=(32, 10)).astype(np.float32)
+    y = rng.integers(0, 4, 32)  # random labels: only memorisation can fit them
+    model = mlp(10, [64], 4, rng=rng)
+    history = fit(
+        model, Adam(model.parameters(), lr=1e-2), (x, y), epochs=200, batch_size=8, rng=rng
+    )
+    assert evaluate(model, x, y)[1] == 1.0
+    assert history.epochs[-1]["train_loss"] < 0.05
+
+
+def test_learns_separable_blobs_with_sgd_momentum(rng):
+    x, y = blobs(rng)
+    model = mlp(8, [16], 3, rng=rng)
+    fit(
+        model,
+        SGD(model.parameters(), lr=0.05, momentum=0.9),
+        (x, y),
+        epochs=10,
+        batch_size=16,
+        rng=rng,
+    )
+    assert evaluate(model, x, y)[1] > 0.95
+
+
+def test_same_seed_gives_bit_identical_weights():
+    a, opt_a, hist_a = train_once(7)
+    b, opt_b, hist_b = train_once(7)
+    np.testing.assert_array_equal(opt_a.data, opt_b.data)
+    np.testing.assert_array_equal(opt_a.m, opt_b.m)
+    assert [r["train_loss"] for r in hist_a.epochs] == [r["train_loss"] for r in hist_b.epochs]
+    c, opt_c, _ = train_once(8)
+    assert not np.array_equal(opt_a.data, opt_c.data)
+
+
+def test_history_records_every_epoch():
+    _, _, history = train_once(0, epochs=4)
+    assert [r["epoch"] for r in history.epochs] == [1, 2, 3, 4]
+    for record in history.epochs:
+        assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"} <= set(
+            record
+        )
+    assert 1 <= history.best_epoch <= 4
+    assert history.train_seconds > 0
+
+
+def test_best_epoch_weights_are_restored(rng):
+    x, y = blobs(rng)
+    model = mlp(8, [16], 3, rng=rng)
+    opt = Adam(model.parameters(), lr=1e-2)
+    snapshots = []
+
+    def remember(record):
+        snapshots.append(opt.data.copy())
+
+    history = fit(
+        model,
+        opt,
+        (x, y),
+        val=(x[:40], y[:40]),
+        epochs=6,
+        batch_size=32,
+        rng=rng,
+        callbacks=[remember],
+    )
+    np.testing.assert_array_equal(opt.data, snapshots[history.best_epoch - 1])
+    best = max(r["val_accuracy"] for r in history.epochs)
+    assert history.best()["val_accuracy"] == best
+
+
+def test_early_stopping_waits_for_patience(rng):
+    x, y = blobs(rng)
+    model = mlp(8, [16], 3, rng=rng)
+    # lr so small that validation accuracy cannot improve after the first epoch
+    opt = SGD(model.parameters(), lr=1e-12)
+    history = fit(model, opt, (x, y), val=(x, y), epochs=50, batch_size=64, rng=rng, patience=3)
+    assert history.stopped_early
+    assert len(history.epochs) == history.best_epoch + 3
+
+
+def test_a_callback_can_stop_training(rng):
+    x, y = blobs(rng)
+    model = mlp(8, [16], 3, rng=rng)
+    history = fit(
+        model,
+        Adam(model.parameters()),
+        (x, y),
+        epochs=10,
+        batch_size=64,
+        rng=rng,
+        callbacks=[lambda record: record["epoch"] == 2],
+    )
+    assert len(history.epochs) == 2
+
+
+def test_schedule_sets_the_learning_rate_each_step(rng):
+    x, y = blobs(rng, n=64)
+    model = mlp(8, [16], 3, rng=rng)
+    opt = SGD(model.parameters(), lr=1.0)
+    schedule = make_schedule({"name": "step", "lr": 0.1, "step_size": 2, "gamma": 0.5})
+    history = fit(model, opt, (x, y), epochs=2, batch_size=32, rng=rng, schedule=schedule)
+    assert [r["lr"] for r in history.epochs] == [0.1, 0.05]  # steps 1 and 3
+
+
+def test_non_finite_loss_raises_with_epoch_and_step(rng):
+    x, y = blobs(rng, n=64)
+    x[40] = np.nan
+    model = mlp(8, [16], 3, rng=rng)
+    with pytest.raises(TrainingDiverged, match="epoch 1, step"):
+        fit(model, Adam(model.parameters()), (x, y), epochs=1, batch_size=8, rng=rng)
+
+
+def test_bad_epochs_rejected(rng):
+    x, y = blobs(rng, n=16)
+    model = mlp(8, [4], 3, rng=rng)
+    with pytest.raises(ValueError, match="epochs"):
+        fit(model, Adam(model.parameters()), (x, y), epochs=0, batch_size=8, rng=rng)
