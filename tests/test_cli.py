@@ -4,8 +4,8 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import write_idx_folder
 
+from conftest import write_idx_folder
 from fashionnet.checkpoint import read_checkpoint
 from fashionnet.cli import main
 

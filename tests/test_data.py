@@ -2,8 +2,8 @@ import gzip
 
 import numpy as np
 import pytest
-from conftest import idx_bytes, write_idx_folder
 
+from conftest import idx_bytes, write_idx_folder
 from fashionnet.data import (
     CLASS_NAMES,
     ENV_VAR,

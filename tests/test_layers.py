@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-from conftest import assert_layer_gradients
 
+from conftest import assert_layer_gradients
 from fashionnet.layers import (
     Dropout,
     Flatten,

@@ -2,8 +2,8 @@ import math
 
 import numpy as np
 import pytest
-from conftest import numerical_grad
 
+from conftest import numerical_grad
 from fashionnet.losses import log_softmax, softmax, softmax_cross_entropy
 
 

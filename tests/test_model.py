@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-from conftest import numerical_grad
 
+from conftest import numerical_grad
 from fashionnet.layers import Dropout, Linear, ReLU
 from fashionnet.losses import softmax_cross_entropy
 from fashionnet.model import Sequential, mlp

@@ -49,12 +49,12 @@ def test_learns_separable_blobs_with_sgd_momentum(rng):
 
 
 def test_same_seed_gives_bit_identical_weights():
-    a, opt_a, hist_a = train_once(7)
-    b, opt_b, hist_b = train_once(7)
+    _, opt_a, hist_a = train_once(7)
+    _, opt_b, hist_b = train_once(7)
     np.testing.assert_array_equal(opt_a.data, opt_b.data)
     np.testing.assert_array_equal(opt_a.m, opt_b.m)
     assert [r["train_loss"] for r in hist_a.epochs] == [r["train_loss"] for r in hist_b.epochs]
-    c, opt_c, _ = train_once(8)
+    _, opt_c, _ = train_once(8)
     assert not np.array_equal(opt_a.data, opt_c.data)
 
 

@@ -36,13 +36,13 @@ def random_shift(images: Array, rng: np.random.Generator, max_shift: int = 2) ->
 def random_erasing(
     images: Array, rng: np.random.Generator, p: float = 0.5, max_fraction: float = 0.25
 ) -> Array:
-    """Zero a random rectangle (up to max_fraction of each side squared) in a fraction p of images."""
+    """Zero a random rectangle (area up to max_fraction) in a fraction p of the images."""
     n, h, w = images.shape
     eh = rng.integers(1, max(2, int(h * max_fraction**0.5) + 1), n)
     ew = rng.integers(1, max(2, int(w * max_fraction**0.5) + 1), n)
     top = (rng.random(n) * (h - eh + 1)).astype(np.int64)
     left = (rng.random(n) * (w - ew + 1)).astype(np.int64)
-    apply = rng.random(n) < p
+    apply: Array = rng.random(n) < p
     rows, cols = np.arange(h), np.arange(w)
     inside_r = (rows >= top[:, None]) & (rows < (top + eh)[:, None])  # (n, h)
     inside_c = (cols >= left[:, None]) & (cols < (left + ew)[:, None])  # (n, w)

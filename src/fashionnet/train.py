@@ -77,7 +77,8 @@ def fit(
 
     With `val`, the epoch with the best validation accuracy is remembered; `patience` epochs
     without improvement stop training, and `restore_best` puts the best weights back at the end.
-    `augment` transforms each training batch with `rng`. `progress`: a tqdm bar (None: only on a terminal).
+    `augment` transforms each training batch with `rng`.
+    `progress`: a tqdm bar (None: only on a terminal).
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
