@@ -42,7 +42,7 @@ def random_erasing(
     ew = rng.integers(1, max(2, int(w * max_fraction**0.5) + 1), n)
     top = (rng.random(n) * (h - eh + 1)).astype(np.int64)
     left = (rng.random(n) * (w - ew + 1)).astype(np.int64)
-    apply: Array = rng.random(n) < p
+    apply = np.less(rng.random(n), p)
     rows, cols = np.arange(h), np.arange(w)
     inside_r = (rows >= top[:, None]) & (rows < (top + eh)[:, None])  # (n, h)
     inside_c = (cols >= left[:, None]) & (cols < (left + ew)[:, None])  # (n, w)
