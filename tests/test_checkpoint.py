@@ -61,6 +61,18 @@ def test_non_finite_weights_are_never_saved(tmp_path, model):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_atomic_write_gives_the_usual_file_mode(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "f.bin") as f:
+            f.write(b"x")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644
+
+
 def test_atomic_write_leaves_the_old_file_on_error(tmp_path):
     path = tmp_path / "f.bin"
     path.write_bytes(b"old")

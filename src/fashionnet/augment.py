@@ -19,15 +19,18 @@ Augment = Callable[[Array, np.random.Generator], Array]
 
 def random_flip(images: Array, rng: np.random.Generator, p: float = 0.5) -> Array:
     """Mirror each image left-right with probability p (clothes are roughly symmetric)."""
-    flip = rng.random(len(images)) < p
-    return np.where(flip[:, None, None], images[:, :, ::-1], images)
+    flip = np.flatnonzero(rng.random(len(images)) < p)
+    out = images.copy()
+    out[flip] = images[flip, :, ::-1]
+    return out
 
 
 def random_shift(images: Array, rng: np.random.Generator, max_shift: int = 2) -> Array:
     """Move each image by up to max_shift pixels in x and y, filling with zeros (pad + crop)."""
     n, h, w = images.shape
     s = max_shift
-    padded = np.pad(images, ((0, 0), (s, s), (s, s)))
+    padded = np.zeros((n, h + 2 * s, w + 2 * s), images.dtype)  # faster than np.pad
+    padded[:, s : s + h, s : s + w] = images
     windows = sliding_window_view(padded, (h, w), axis=(1, 2))  # (n, 2s+1, 2s+1, h, w), no copy
     dy, dx = rng.integers(0, 2 * s + 1, size=(2, n))
     return windows[np.arange(n), dy, dx]

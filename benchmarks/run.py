@@ -1,0 +1,459 @@
+"""fashionnet vs its references, side by side: `python benchmarks/run.py` (about 10 minutes).
+
+Every measurement runs in a fresh subprocess with the BLAS/OpenMP thread count fixed through the
+environment, and the implementations alternate (A B A B ...) so a change in machine load hits
+both. Results go to benchmarks/results.json and BENCHMARKS.md is regenerated from them.
+`--smoke` runs every worker at tiny sizes (the test suite does this so the script never rots).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+# --------------------------------------------------------------------------- workers
+# Each worker runs in its own process, measures one thing, and prints one JSON line.
+
+
+def _data(smoke: bool) -> tuple[Any, Any, Any, Any]:
+    import numpy as np
+
+    from fashionnet.data import SYSTEM_DATA_DIR, load_fashion_mnist, to_float
+
+    if smoke or not SYSTEM_DATA_DIR.is_dir():
+        rng = np.random.default_rng(0)
+        n = 512 if smoke else 60000
+        x = rng.random((n, 784), dtype=np.float32)
+        return x, rng.integers(0, 10, n), x[:256], rng.integers(0, 10, 256)
+    data = load_fashion_mnist()
+    return (
+        to_float(data.train.images),
+        data.train.labels,
+        to_float(data.test.images),
+        data.test.labels,
+    )
+
+
+def _torch_mlp(model: Any, threads: int) -> Any:
+    """The same MLP in PyTorch, with fashionnet's initial weights copied in."""
+    import torch
+
+    torch.set_num_threads(threads)
+    layers: list[Any] = []
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "Linear":
+            lin = torch.nn.Linear(layer.in_features, layer.out_features)
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(layer.weight.data.T.copy()))
+                lin.bias.copy_(torch.from_numpy(layer.bias.data.copy()))
+            layers.append(lin)
+        elif kind == "ReLU":
+            layers.append(torch.nn.ReLU())
+        else:
+            raise ValueError(f"no torch twin for {kind}")
+    return torch.nn.Sequential(*layers)
+
+
+def worker_mlp_throughput(impl: str, threads: int, smoke: bool) -> dict[str, Any]:
+    """Training samples/s (forward + backward + Adam step) and inference time on the test set,
+    784-256-128-10, batch 128, float32."""
+    import numpy as np
+
+    from fashionnet.data import iterate_batches
+    from fashionnet.losses import softmax_cross_entropy
+    from fashionnet.model import mlp
+    from fashionnet.optim import Adam
+
+    x, y, xt, _ = _data(smoke)
+    rng = np.random.default_rng(0)
+    model = mlp(784, [256, 128], 10, rng=rng, init="torch")
+    steps = 20 if smoke else 1200
+    batches = [b for _, b in zip(range(steps), iterate_batches(x, y, 128, rng=rng), strict=False)]
+    while len(batches) < steps:
+        batches += batches[: steps - len(batches)]
+    if impl == "fashionnet":
+        opt = Adam(model.parameters(), lr=1e-3)
+
+        def train_step(xb: Any, yb: Any) -> None:
+            _, g = softmax_cross_entropy(model.forward(xb, training=True), yb)
+            model.backward(g)
+            opt.step()
+
+        def infer() -> Any:
+            return model.predict(xt)
+    else:
+        import torch
+
+        net = _torch_mlp(model, threads)
+        topt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        batches = [(torch.from_numpy(xb), torch.from_numpy(yb)) for xb, yb in batches]
+        txt = torch.from_numpy(xt)
+
+        def train_step(xb: Any, yb: Any) -> None:
+            topt.zero_grad()
+            torch.nn.functional.cross_entropy(net(xb), yb).backward()
+            topt.step()
+
+        def infer() -> Any:
+            with torch.no_grad():
+                return net(txt).argmax(1)
+
+    warm = max(2, steps // 10)
+    for xb, yb in batches[:warm]:
+        train_step(xb, yb)
+    t0 = time.perf_counter()
+    for xb, yb in batches[warm:]:
+        train_step(xb, yb)
+    seconds = time.perf_counter() - t0
+    infer()
+    times = []
+    for _ in range(3 if smoke else 10):
+        t0 = time.perf_counter()
+        infer()
+        times.append(time.perf_counter() - t0)
+    return {
+        "train_samples_per_s": 128 * (steps - warm) / seconds,
+        "infer_ms": 1e3 * min(times),
+        "infer_images": len(xt),
+    }
+
+
+def worker_time_to_accuracy(impl: str, threads: int, smoke: bool) -> dict[str, Any]:
+    """Training seconds (evaluation excluded) until test accuracy first reaches each target."""
+    import numpy as np
+
+    x, y, xt, yt = _data(smoke)
+    targets = (0.76, 0.85, 0.88)
+    reached: dict[str, float | None] = {str(t): None for t in targets}
+    elapsed, curve = 0.0, []
+
+    def record(acc: float) -> None:
+        curve.append((round(elapsed, 3), acc))
+        for t in targets:
+            if reached[str(t)] is None and acc >= t:
+                reached[str(t)] = elapsed
+
+    if impl in ("fashionnet-mlp", "fashionnet-seed"):
+        from fashionnet.augment import make_augment
+        from fashionnet.optim import make_optimizer
+        from fashionnet.recipes import build, make_config
+        from fashionnet.schedules import make_schedule
+        from fashionnet.train import evaluate, fit
+
+        config = make_config(impl.split("-")[1])
+        if smoke:
+            config["epochs"] = 2
+        rng = np.random.default_rng(0)
+        model = build(config, 784, 10, rng)
+        opt = make_optimizer(
+            config["optimizer"],
+            model.parameters(),
+            lr=config["lr"],
+            weight_decay=config["weight_decay"],
+        )
+        per_epoch = -(-len(x) // config["batch_size"])
+        schedule = make_schedule(
+            {"name": "cosine", "lr": config["lr"], "total_steps": config["epochs"] * per_epoch}
+        )
+        augment = make_augment(config.get("augment"), (28, 28))
+        for _ in range(config["epochs"]):
+            t0 = time.perf_counter()
+            fit(model, opt, (x, y), epochs=1, batch_size=config["batch_size"], rng=rng,
+                schedule=schedule, label_smoothing=config["label_smoothing"], augment=augment,
+                progress=False)  # fmt: skip
+            elapsed += time.perf_counter() - t0
+            record(evaluate(model, xt, yt)[1])
+    elif impl == "notebook":
+        # The notebook's algorithm: 784-10-10 ReLU/softmax, U(-0.5, 0.5) init, full-batch
+        # float64 gradient descent with step 0.1 (gradients written correctly here).
+        rng = np.random.default_rng(0)
+        xs, ys = x.T.astype(np.float64), y
+        w1, b1 = rng.random((10, 784)) - 0.5, rng.random((10, 1)) - 0.5
+        w2, b2 = rng.random((10, 10)) - 0.5, rng.random((10, 1)) - 0.5
+        onehot = np.eye(10)[ys].T
+        iters = 5 if smoke else 3000
+        for i in range(iters):
+            t0 = time.perf_counter()
+            z1 = w1 @ xs + b1
+            a1 = np.maximum(z1, 0)
+            z2 = w2 @ a1 + b2
+            e = np.exp(z2 - z2.max(axis=0))
+            a2 = e / e.sum(axis=0)
+            dz2 = (a2 - onehot) / len(ys)
+            dz1 = (w2.T @ dz2) * (z1 > 0)
+            w2 -= 0.1 * dz2 @ a1.T
+            b2 -= 0.1 * dz2.sum(axis=1, keepdims=True)
+            w1 -= 0.1 * dz1 @ xs.T
+            b1 -= 0.1 * dz1.sum(axis=1, keepdims=True)
+            elapsed += time.perf_counter() - t0
+            if i % 50 == 49 or i == iters - 1:
+                h = np.maximum(w1 @ xt.T.astype(np.float64) + b1, 0)
+                record(float(((w2 @ h + b2).argmax(axis=0) == yt).mean()))
+            if reached["0.76"] is not None:
+                break
+    elif impl == "sklearn":
+        from sklearn.neural_network import MLPClassifier
+
+        clf = MLPClassifier((256, 128), batch_size=128, learning_rate_init=1e-3, random_state=0)
+        for _ in range(2 if smoke else 15):
+            t0 = time.perf_counter()
+            clf.partial_fit(x, y, classes=np.arange(10))
+            elapsed += time.perf_counter() - t0
+            record(float((clf.predict(xt) == yt).mean()))
+    else:
+        raise ValueError(impl)
+    return {"seconds_to": reached, "final_accuracy": curve[-1][1], "train_seconds": elapsed,
+            "curve": curve}  # fmt: skip
+
+
+def worker_load(impl: str, threads: int, smoke: bool) -> dict[str, Any]:
+    """Seconds to read the training set: fashionnet's IDX and CSV readers, pandas on the CSV."""
+    from fashionnet.data import SYSTEM_DATA_DIR, read_csv, read_idx
+
+    csv = Path(os.environ.get("FASHIONNET_BENCH_CSV", "/tmp/fashionnet-bench-train.csv"))
+    t0 = time.perf_counter()
+    if impl == "idx":
+        n = len(read_idx(SYSTEM_DATA_DIR / "train-images-idx3-ubyte.gz"))
+        read_idx(SYSTEM_DATA_DIR / "train-labels-idx1-ubyte.gz")
+    elif impl == "csv":
+        n = len(read_csv(csv))
+    elif impl == "pandas-csv":
+        import pandas as pd
+
+        n = len(pd.read_csv(csv).to_numpy(dtype="uint8"))
+    else:
+        raise ValueError(impl)
+    return {"seconds": time.perf_counter() - t0, "rows": n}
+
+
+WORKERS = {
+    "mlp_throughput": worker_mlp_throughput,
+    "time_to_accuracy": worker_time_to_accuracy,
+    "load": worker_load,
+}
+
+
+def run_worker(args: argparse.Namespace) -> None:
+    result = WORKERS[args.worker](args.impl, args.threads, args.smoke)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def spawn(worker: str, impl: str, threads: int, smoke: bool) -> dict[str, Any]:
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    cmd = [sys.executable, __file__, "--worker", worker, "--impl", impl, "--threads", str(threads)]
+    if smoke:
+        cmd.append("--smoke")
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{worker}/{impl} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def alternate(
+    worker: str, impls: list[str], threads: int, repeats: int, smoke: bool
+) -> dict[str, Any]:
+    """Run impls in turn, `repeats` rounds; every run recorded, the median reported."""
+    runs: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impls}
+    for _ in range(repeats):
+        for impl in impls:
+            runs[impl].append(spawn(worker, impl, threads, smoke))
+    return runs
+
+
+def median_of(runs: list[dict[str, Any]], key: str) -> tuple[float, float, float]:
+    values = [r[key] for r in runs]
+    return statistics.median(values), min(values), max(values)
+
+
+def machine() -> dict[str, Any]:
+    import numpy as np
+
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "cpus": os.cpu_count(),
+        "load_average_at_start": os.getloadavg(),
+        "processor": platform.processor() or platform.machine(),
+    }
+    try:
+        model = [ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln]
+        info["cpu"] = model[0].split(":", 1)[1].strip()
+    except (OSError, IndexError):
+        pass
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+    except ImportError:
+        info["torch"] = None
+    try:
+        cfg = np.show_config(mode="dicts")
+        blas = cfg["Build Dependencies"]["blas"]  # type: ignore[index]
+        info["numpy_blas"] = f"{blas['name']} {blas['version']}"
+    except Exception:
+        pass
+    return info
+
+
+def ensure_csv(smoke: bool) -> None:
+    """Write the training set as a Kaggle-style CSV once, for the loading benchmark."""
+    import numpy as np
+
+    from fashionnet.data import SYSTEM_DATA_DIR, read_idx
+
+    path = Path(os.environ.get("FASHIONNET_BENCH_CSV", "/tmp/fashionnet-bench-train.csv"))
+    if path.exists():
+        return
+    images = read_idx(SYSTEM_DATA_DIR / "train-images-idx3-ubyte.gz").reshape(-1, 784)
+    labels = read_idx(SYSTEM_DATA_DIR / "train-labels-idx1-ubyte.gz")
+    if smoke:
+        images, labels = images[:200], labels[:200]
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        f.write("label," + ",".join(f"pixel{i}" for i in range(1, 785)) + "\n")
+        np.savetxt(f, np.column_stack([labels, images]), fmt="%d", delimiter=",")
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", choices=sorted(WORKERS))
+    parser.add_argument("--impl")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds not minutes")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", nargs="*", help="run only these sections")
+    parser.add_argument("--out", type=Path, default=HERE / "results.json")
+    args = parser.parse_args()
+    if args.worker:
+        run_worker(args)
+        return
+    repeats = 1 if args.smoke else args.repeats
+    have = {m: _importable(m) for m in ("torch", "sklearn", "pandas")}
+    results: dict[str, Any] = {
+        "command": " ".join(["python", "benchmarks/run.py", *sys.argv[1:]]),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": machine(),
+        "smoke": args.smoke,
+    }
+    sections = set(args.only or ["mlp", "accuracy", "load"])
+    if "mlp" in sections:
+        impls = ["fashionnet"] + (["torch"] if have["torch"] else [])
+        results["mlp_throughput"] = {
+            str(t): alternate("mlp_throughput", impls, t, repeats, args.smoke) for t in (1, 2)
+        }
+    if "accuracy" in sections:
+        impls = ["fashionnet-mlp", "fashionnet-seed", "notebook"]
+        impls += ["sklearn"] if have["sklearn"] else []
+        results["time_to_accuracy"] = alternate("time_to_accuracy", impls, 2, 1, args.smoke)
+    if "load" in sections:
+        from fashionnet.data import SYSTEM_DATA_DIR
+
+        if SYSTEM_DATA_DIR.is_dir():
+            ensure_csv(args.smoke)
+            impls = ["idx", "csv"] + (["pandas-csv"] if have["pandas"] else [])
+            results["load"] = alternate("load", impls, 2, repeats, args.smoke)
+    results["load_average_at_end"] = os.getloadavg()
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    if not args.smoke:
+        (ROOT / "BENCHMARKS.md").write_text(render(results))
+    print(f"wrote {args.out}" + ("" if args.smoke else " and BENCHMARKS.md"))
+
+
+def _importable(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def render(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured {results['date']} with `{results['command']}` (regenerates this file).",
+        "",
+        f"Machine: {m.get('cpu', m['processor'])}, {m['cpus']} CPUs; Python {m['python']}, "
+        f"numpy {m['numpy']} ({m.get('numpy_blas', '?')}), torch {m['torch']}. "
+        f"Load average at start {m['load_average_at_start'][0]:.2f}, at end "
+        f"{results['load_average_at_end'][0]:.2f}.",
+        "",
+        "Every figure is the median of the runs (min-max in brackets); implementations alternate "
+        "run by run in fresh processes with the thread count fixed for BLAS and PyTorch.",
+        "",
+    ]
+    if "mlp_throughput" in results:
+        lines += [
+            "## MLP 784-256-128-10, Adam, batch 128, float32",
+            "",
+            "| threads | impl | train samples/s | inference, 10,000 images | peak RSS | ratio |",
+            "|---|---|---|---|---|---|",
+        ]
+        for threads, runs in results["mlp_throughput"].items():
+            base = median_of(runs["torch"], "train_samples_per_s")[0] if "torch" in runs else None
+            for impl, rs in runs.items():
+                med, lo, hi = median_of(rs, "train_samples_per_s")
+                inf = median_of(rs, "infer_ms")[0]
+                rss = median_of(rs, "peak_rss_mb")[0]
+                ratio = f"{med / base:.2f}x PyTorch" if base else ""
+                lines.append(
+                    f"| {threads} | {impl} | {med:,.0f} [{lo:,.0f}-{hi:,.0f}] | {inf:.1f} ms | "
+                    f"{rss:.0f} MB | {ratio} |"
+                )
+        lines.append("")
+    if "time_to_accuracy" in results:
+        lines += [
+            "## Time to test accuracy (training seconds, evaluation excluded, 2 threads)",
+            "",
+            "| impl | to 76% | to 85% | to 88% | final accuracy | training seconds | peak RSS |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for impl, rs in results["time_to_accuracy"].items():
+            r = rs[0]
+            cells = [
+                "-" if r["seconds_to"][t] is None else f"{r['seconds_to'][t]:.1f} s"
+                for t in ("0.76", "0.85", "0.88")
+            ]
+            lines.append(
+                f"| {impl} | {' | '.join(cells)} | {r['final_accuracy']:.4f} | "
+                f"{r['train_seconds']:.1f} | {r['peak_rss_mb']:.0f} MB |"
+            )
+        lines.append("")
+    if "load" in results:
+        lines += [
+            "## Loading the 60,000 training images",
+            "",
+            "| reader | seconds | peak RSS |",
+            "|---|---|---|",
+        ]
+        for impl, rs in results["load"].items():
+            med, lo, hi = median_of(rs, "seconds")
+            rss = median_of(rs, "peak_rss_mb")[0]
+            lines.append(f"| {impl} | {med:.2f} [{lo:.2f}-{hi:.2f}] | {rss:.0f} MB |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

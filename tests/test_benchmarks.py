@@ -1,0 +1,26 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.realdata
+def test_benchmark_smoke_run_produces_every_section(tmp_path, real_data):
+    out = tmp_path / "results.json"
+    env_csv = tmp_path / "train.csv"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke", "--out", str(out)],
+        capture_output=True, text=True, check=False, timeout=120,
+        env={**os.environ, "FASHIONNET_BENCH_CSV": str(env_csv)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = json.loads(out.read_text())
+    runs = results["mlp_throughput"]["1"]["fashionnet"]
+    assert runs[0]["train_samples_per_s"] > 0 and runs[0]["peak_rss_mb"] > 0
+    assert set(results["time_to_accuracy"]) >= {"fashionnet-mlp", "fashionnet-seed", "notebook"}
+    assert results["load"]["csv"][0]["rows"] == 200
