@@ -9,7 +9,7 @@ from conftest import write_idx_folder
 from fashionnet.checkpoint import read_checkpoint
 from fashionnet.cli import main
 
-RUN_FILES = {"model.npz", "metrics.json", "history.jsonl", "config.json"}
+RUN_FILES = {"model.npz", "metrics.json", "history.jsonl", "config.json", "last.npz", "best.npz"}
 
 
 @pytest.fixture

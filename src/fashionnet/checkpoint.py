@@ -24,11 +24,15 @@ from .model import Sequential
 FORMAT = "fashionnet-checkpoint"
 FORMAT_VERSION = 1
 _MAX_METADATA_BYTES = 16 << 20
-_ALLOWED_DTYPES = {np.dtype(np.float32), np.dtype(np.float64)}
+_ALLOWED_DTYPES = {np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64)}
 
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt, hostile or from a newer fashionnet."""
+
+
+class NonFiniteError(ValueError):
+    """Refused to save NaN or infinite values: no checkpoint ever holds them."""
 
 
 @contextmanager
@@ -73,16 +77,13 @@ def save_checkpoint(
     *,
     metadata: dict[str, Any] | None = None,
     optimizer_state: dict[str, Any] | None = None,
+    arrays: dict[str, Array] | None = None,
 ) -> None:
-    """Atomically write model weights, its config, optional optimiser state and metadata."""
+    """Atomically write model weights, its config, optional optimiser state, metadata and any
+    further named arrays (e.g. the training state's data order)."""
     import fashionnet
 
-    arrays: dict[str, Array] = {}
-    shapes: dict[str, Any] = {}
-    for name, p in model.named_parameters().items():
-        if not np.isfinite(p.data).all():
-            raise ValueError(f"refusing to save non-finite values in parameter {name}")
-        arrays[f"param.{name}"] = np.ascontiguousarray(p.data)
+    stored = {f"param.{name}": p.data for name, p in model.named_parameters().items()}
     meta: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -93,13 +94,18 @@ def save_checkpoint(
     }
     if optimizer_state is not None:
         meta["optimizer"] = {k: v for k, v in optimizer_state.items() if k != "arrays"}
-        for k, v in optimizer_state["arrays"].items():
-            arrays[f"optim.{k}"] = np.ascontiguousarray(v)
-    for k, v in arrays.items():
-        shapes[k] = {"shape": list(v.shape), "dtype": v.dtype.str}
+        stored |= {f"optim.{k}": v for k, v in optimizer_state["arrays"].items()}
+    for k, v in (arrays or {}).items():
+        if k.startswith(("param.", "optim.")) or k == "metadata":
+            raise ValueError(f"array name {k!r} is reserved")
+        stored[k] = v
+    for k, v in stored.items():
+        if v.dtype.kind == "f" and not np.isfinite(v).all():
+            raise NonFiniteError(f"refusing to save non-finite values in {k}")
+    shapes = {k: {"shape": list(v.shape), "dtype": v.dtype.str} for k, v in stored.items()}
     meta["arrays"] = shapes
     with atomic_write(path) as f:
-        np.savez(f, metadata=_json_bytes(meta), **arrays)  # type: ignore[arg-type]
+        np.savez(f, metadata=_json_bytes(meta), **stored)  # type: ignore[arg-type]
 
 
 def _read_member_header(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from typing import Any
 from .checkpoint import CheckpointError, load_model, read_checkpoint
 from .data import DataError, load_fashion_mnist, to_float
 from .recipes import PRESETS, make_config, train_run
-from .train import TrainingDiverged, evaluate
+from .train import TrainingDiverged, TrainState, evaluate
 
 
 class UsageError(Exception):
@@ -94,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--data", help="folder of IDX files or Kaggle CSVs, or a training CSV")
     tr.add_argument("--out", type=Path, help="run folder (default runs/<timestamp>-<preset>)")
     tr.add_argument("--quiet", action="store_true", help="no progress bar, no per-epoch lines")
+    tr.add_argument(
+        "--checkpoint-every", type=_positive_int, metavar="N",
+        help="also save last.npz every N steps (default: every epoch)",
+    )  # fmt: skip
+    tr.add_argument(
+        "--resume", type=Path, metavar="RUN_DIR",
+        help="continue the run in RUN_DIR exactly where its last checkpoint left off",
+    )  # fmt: skip
 
     ev = sub.add_parser("evaluate", help="evaluate a saved model on the test set")
     ev.add_argument("model", type=Path, help="model file (model.npz in a run folder) or run folder")
@@ -113,31 +122,77 @@ def _epoch_line(record: dict[str, Any]) -> str:
     return line + f"  {record['seconds']:.1f}s"
 
 
+TRAIN_FLAGS = (
+    "epochs", "batch_size", "lr", "optimizer", "weight_decay", "hidden", "dropout",
+    "label_smoothing", "schedule", "patience", "val_size", "seed", "limit", "data",
+    "checkpoint_every",
+)  # fmt: skip
+EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
+
+
+def _resume_config(args: argparse.Namespace) -> dict[str, Any]:
+    given = [f"--{k.replace('_', '-')}" for k in TRAIN_FLAGS if getattr(args, k) is not None]
+    if given:
+        raise UsageError(f"--resume continues a run with its own settings; drop {' '.join(given)}")
+    path = args.resume / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(
+            f"--resume {args.resume}: no config.json, not a fashionnet run folder"
+        ) from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise UsageError(f"{path}: cannot read ({e})") from None
+    if not isinstance(config, dict) or config.get("preset") not in PRESETS:
+        raise UsageError(f"{path}: not a fashionnet run configuration")
+    return config
+
+
+def _stop_on_signals(state: TrainState) -> None:
+    """SIGINT / SIGTERM: finish the current step, then save and stop. A second one aborts."""
+
+    def handler(signum: int, frame: object) -> None:
+        if state.stop_requested is not None:
+            raise KeyboardInterrupt
+        state.stop_requested = signal.Signals(signum).name
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    overrides = {
-        k: getattr(args, k)
-        for k in (
-            "epochs", "batch_size", "lr", "optimizer", "weight_decay", "hidden", "dropout",
-            "label_smoothing", "schedule", "patience", "val_size", "seed", "limit", "data",
-        )
-    }  # fmt: skip
-    config = make_config(args.preset, **overrides)
+    if args.resume:
+        config, out = _resume_config(args), args.resume
+    else:
+        config = make_config(args.preset, **{k: getattr(args, k) for k in TRAIN_FLAGS})
+        out = args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.preset}"
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out}: exists and is not a folder")
+        if (out / "last.npz").exists():
+            raise UsageError(f"--out {out}: holds a run already; continue it with --resume {out}")
     data = load_fashion_mnist(config.get("data"))
-    out = args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.preset}"
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: exists and is not a folder")
     if config["val_size"] >= min(len(data.train), config["limit"] or len(data.train)):
         raise UsageError(f"--val-size {config['val_size']}: must be smaller than the training set")
     if not args.quiet:
-        print(f"fashionnet train --preset {args.preset}: data {data.source}, run folder {out}")
+        verb = "resuming" if args.resume else f"fashionnet train --preset {config['preset']}:"
+        print(f"{verb} data {data.source}, run folder {out}")
 
     def on_epoch(record: dict[str, Any]) -> None:
         if not args.quiet:
             print(_epoch_line(record), flush=True)
 
     metrics = train_run(
-        config, out, data=data, on_epoch=on_epoch, progress=False if args.quiet else None
-    )
+        config, out, data=data, resume=bool(args.resume), on_epoch=on_epoch,
+        on_start=_stop_on_signals, progress=False if args.quiet else None,
+    )  # fmt: skip
+    if metrics.get("interrupted"):
+        name = metrics["interrupted"]
+        print(
+            f"stopped by {name} in epoch {metrics['epoch']} after step {metrics['step']}; "
+            f"saved {out / 'last.npz'}. Resume with: fashionnet train --resume {out}",
+            file=sys.stderr,
+        )
+        return EXIT_CODES.get(name, 130)
     print(
         f"test accuracy {metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.4f}) "
         f"best epoch {metrics['best_epoch']}, trained {metrics['train_seconds']:.1f}s; "

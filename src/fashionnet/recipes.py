@@ -6,6 +6,7 @@ written to the run folder as config.json so the run can be reproduced exactly.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -15,12 +16,12 @@ from typing import Any
 import numpy as np
 
 from .augment import make_augment
-from .checkpoint import atomic_write, save_checkpoint
+from .checkpoint import NonFiniteError, atomic_write, read_checkpoint, save_checkpoint
 from .data import Dataset, load_fashion_mnist, to_float, train_val_split
 from .model import Sequential, mlp
-from .optim import make_optimizer
+from .optim import Optimizer, make_optimizer
 from .schedules import make_schedule
-from .train import History, evaluate, fit
+from .train import History, TrainingDiverged, TrainState, evaluate, fit
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The notebook's 784-10-10 ReLU net and its U(-0.5, 0.5) init, trained correctly.
@@ -54,7 +55,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "label_smoothing": 0.0,
     },
 }
-COMMON: dict[str, Any] = {"val_size": 5000, "seed": 0, "patience": None, "limit": None}
+COMMON: dict[str, Any] = {
+    "val_size": 5000,
+    "seed": 0,
+    "patience": None,
+    "limit": None,
+    "checkpoint_every": None,
+}
 
 
 def make_config(preset: str, **overrides: Any) -> dict[str, Any]:
@@ -85,15 +92,80 @@ def _write_json(path: Path, obj: Any) -> None:
         f.write((json.dumps(obj, indent=2) + "\n").encode())
 
 
+def data_checksum(*arrays: np.ndarray) -> str:
+    """A short content hash of the training data, stored in checkpoints and checked on resume."""
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).data)
+    return h.hexdigest()
+
+
+class ResumeError(ValueError):
+    """A run folder cannot be resumed (no config, a different dataset, a damaged checkpoint)."""
+
+
+def _save_last(
+    path: Path,
+    model: Sequential,
+    optimizer: Optimizer,
+    st: TrainState,
+    rng: np.random.Generator,
+    metadata: dict[str, Any],
+) -> None:
+    """last.npz: everything needed to continue bit-exactly from this point."""
+    scalars, arrays = st.to_saved()
+    try:
+        save_checkpoint(
+            path,
+            model,
+            metadata={**metadata, "train_state": scalars, "rng": rng.bit_generator.state},
+            optimizer_state=optimizer.state_dict(),
+            arrays={f"train.{k}": v for k, v in arrays.items()},
+        )
+    except NonFiniteError as e:  # the step overflowed: keep the last good checkpoint
+        raise TrainingDiverged(st.epoch + 1, optimizer.steps, str(e)) from None
+
+
+def _load_last(
+    path: Path, model: Sequential, optimizer: Optimizer, rng: np.random.Generator, checksum: str
+) -> TrainState:
+    """Put model, optimizer and rng back as last.npz has them; return the training state."""
+    meta, arrays = read_checkpoint(path)
+    if meta.get("data_checksum") != checksum:
+        raise ResumeError(f"{path}: written for other training data; resume with the same --data")
+    for name, p in model.named_parameters().items():
+        stored = arrays.get(f"param.{name}")
+        if stored is None or stored.shape != p.data.shape:
+            raise ResumeError(f"{path}: parameter {name} does not match the run's config")
+        p.data[...] = stored
+    optim_arrays = {
+        k.removeprefix("optim."): v for k, v in arrays.items() if k.startswith("optim.")
+    }
+    optimizer.load_state_dict({**meta["optimizer"], "arrays": optim_arrays})
+    rng.bit_generator.state = meta["rng"]
+    train_arrays = {
+        k.removeprefix("train."): v for k, v in arrays.items() if k.startswith("train.")
+    }
+    return TrainState.from_saved(meta["train_state"], train_arrays)
+
+
 def train_run(
     config: dict[str, Any],
     out_dir: Path,
     *,
     data: Dataset | None = None,
+    resume: bool = False,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_start: Callable[[TrainState], None] | None = None,
     progress: bool | None = None,
 ) -> dict[str, Any]:
-    """Train as `config` says, test, write the run folder; return the metrics."""
+    """Train as `config` says, test, write the run folder; return the metrics.
+
+    The run folder gets last.npz (every epoch, and every `checkpoint_every` steps) and best.npz
+    (the best validation epoch so far). With `resume`, training continues from last.npz exactly.
+    `on_start` receives the training state before the first step (to set `stop_requested` from a
+    signal handler); a stopped run returns {"interrupted": True, ...} with last.npz saved.
+    """
     data = data if data is not None else load_fashion_mnist(config.get("data"))
     rng = np.random.default_rng(config["seed"])
     train, test = data.train, data.test
@@ -103,10 +175,10 @@ def train_run(
             type(train)(train.images[:n], train.labels[:n]),
             type(test)(test.images[:n], test.labels[:n]),
         )
+    checksum = data_checksum(train.images, train.labels)
     train, val = train_val_split(train, config["val_size"], rng)
     x, y = to_float(train.images), train.labels
-    n_classes = len(data.class_names)
-    model = build(config, x.shape[1], n_classes, rng)
+    model = build(config, x.shape[1], len(data.class_names), rng)
     opt_args: dict[str, Any] = {"lr": config["lr"], "weight_decay": config["weight_decay"]}
     if config["optimizer"] == "sgd":
         opt_args |= {
@@ -126,22 +198,53 @@ def train_run(
         }
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(out_dir / "config.json", config)
-    history_lines: list[str] = []
+    last = out_dir / "last.npz"
+    state = TrainState()
+    for stale in out_dir.glob(".*.tmp"):  # left by a save that was killed half-way
+        stale.unlink()
+    if resume and last.exists():
+        state = _load_last(last, model, optimizer, rng, checksum)
+    else:
+        _write_json(out_dir / "config.json", config)
+    image_meta = {
+        "class_names": list(data.class_names),
+        "image_shape": list(train.images.shape[1:]),
+        "input_scale": 1 / 255,
+    }
 
-    def record_epoch(record: dict[str, Any]) -> None:
-        history_lines.append(json.dumps(record))
+    def save_last(st: TrainState) -> None:
+        run_meta = {"config": config, "data_checksum": checksum, "step": optimizer.steps}
+        _save_last(last, model, optimizer, st, rng, run_meta)
+
+    def end_of_epoch(record: dict[str, Any]) -> None:
+        lines = [json.dumps(r) for r in state.history.epochs]
         with atomic_write(out_dir / "history.jsonl") as f:
-            f.write(("\n".join(history_lines) + "\n").encode())
+            f.write(("\n".join(lines) + "\n").encode())
+        if state.history.best_epoch == record["epoch"]:
+            save_checkpoint(
+                out_dir / "best.npz",
+                model,
+                metadata={**image_meta, "epoch": record["epoch"], "config": config},
+            )
+        state.history.train_seconds = time.perf_counter() - started
+        save_last(state)
         if on_epoch is not None:
             on_epoch(record)
 
-    has_val = len(val) > 0
+    every = config.get("checkpoint_every")
+
+    def every_n_steps(st: TrainState) -> None:
+        if every and optimizer.steps % every == 0:
+            save_last(st)
+
+    if on_start is not None:
+        on_start(state)
+    started = time.perf_counter() - state.history.train_seconds
     history: History = fit(
         model,
         optimizer,
         (x, y),
-        val=(to_float(val.images), val.labels) if has_val else None,
+        val=(to_float(val.images), val.labels) if len(val) else None,
         epochs=config["epochs"],
         batch_size=config["batch_size"],
         rng=rng,
@@ -149,9 +252,18 @@ def train_run(
         label_smoothing=config["label_smoothing"],
         augment=make_augment(config.get("augment"), train.images.shape[1:]),
         patience=config["patience"],
-        callbacks=[record_epoch],
+        callbacks=[end_of_epoch],
+        step_callbacks=[every_n_steps] if every else [],
+        state=state,
         progress=progress,
     )
+    if history.interrupted:
+        save_last(state)
+        return {
+            "interrupted": state.stop_requested,
+            "epoch": state.epoch + 1,
+            "step": optimizer.steps,
+        }
     t0 = time.perf_counter()
     test_loss, test_acc = evaluate(model, to_float(test.images), test.labels)
     best = history.best()
@@ -174,15 +286,7 @@ def train_run(
         "data": data.source,
     }
     save_checkpoint(
-        out_dir / "model.npz",
-        model,
-        metadata={
-            "class_names": list(data.class_names),
-            "image_shape": list(train.images.shape[1:]),
-            "input_scale": 1 / 255,
-            "metrics": metrics,
-            "config": config,
-        },
+        out_dir / "model.npz", model, metadata={**image_meta, "metrics": metrics, "config": config}
     )
     _write_json(out_dir / "metrics.json", metrics)
     return metrics

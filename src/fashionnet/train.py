@@ -1,4 +1,4 @@
-"""fit(...) -> History: minibatches, validation, best-epoch weights, early stopping."""
+"""fit(...) -> History: minibatches, validation, best-epoch weights, early stopping, resuming."""
 
 from __future__ import annotations
 
@@ -12,23 +12,19 @@ import numpy as np
 from tqdm import tqdm
 
 from .augment import Augment
-from .data import iterate_batches
 from .layers import Array
 from .losses import softmax_cross_entropy
 from .model import Sequential
 from .optim import Optimizer
 from .schedules import Schedule
 
-# Called after every epoch with that epoch's record; returning True stops training.
-Callback = Callable[[dict[str, Any]], bool | None]
-
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the weights of the last finished epoch are kept."""
+    """The loss or a gradient became NaN or infinite; the step was not applied."""
 
-    def __init__(self, epoch: int, step: int, loss: float) -> None:
-        super().__init__(f"loss became {loss} at epoch {epoch}, step {step}")
-        self.epoch, self.step, self.loss = epoch, step, loss
+    def __init__(self, epoch: int, step: int, what: str) -> None:
+        super().__init__(f"{what} at epoch {epoch}, step {step}")
+        self.epoch, self.step = epoch, step
 
 
 @dataclass
@@ -36,10 +32,62 @@ class History:
     epochs: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int = 0
     stopped_early: bool = False
+    interrupted: bool = False
     train_seconds: float = 0.0
 
     def best(self) -> dict[str, Any]:
         return self.epochs[self.best_epoch - 1]
+
+
+@dataclass
+class TrainState:
+    """Where training stands, between two steps: enough to continue bit-exactly.
+
+    `order` is the current epoch's shuffled sample order and `batch` how many of its batches are
+    done; the sums are the running train loss / correct counts of the unfinished epoch.
+    """
+
+    epoch: int = 0  # finished epochs
+    batch: int = 0
+    order: Array | None = None
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    best_accuracy: float = -1.0
+    best_weights: Array | None = None  # a copy of the flat parameter buffer
+    history: History = field(default_factory=History)
+    stop_requested: str | None = None  # set (e.g. by a signal handler) to stop after this step
+
+    def to_saved(self) -> tuple[dict[str, Any], dict[str, Array]]:
+        """(JSON-safe scalars, named arrays) for a checkpoint."""
+        h = self.history
+        scalars = {
+            "epoch": self.epoch, "batch": self.batch, "loss_sum": self.loss_sum,
+            "correct": self.correct, "seen": self.seen, "best_accuracy": self.best_accuracy,
+            "history": h.epochs, "best_epoch": h.best_epoch, "stopped_early": h.stopped_early,
+            "train_seconds": h.train_seconds,
+        }  # fmt: skip
+        arrays = {"order": self.order, "best_weights": self.best_weights}
+        return scalars, {k: v for k, v in arrays.items() if v is not None}
+
+    @classmethod
+    def from_saved(cls, scalars: dict[str, Any], arrays: dict[str, Array]) -> TrainState:
+        s = dict(scalars)
+        history = History(
+            epochs=s.pop("history"),
+            best_epoch=s.pop("best_epoch"),
+            stopped_early=s.pop("stopped_early"),
+            train_seconds=s.pop("train_seconds"),
+        )
+        return cls(
+            **s, order=arrays.get("order"), best_weights=arrays.get("best_weights"), history=history
+        )
+
+
+# Called after every epoch with that epoch's record; returning True stops training.
+Callback = Callable[[dict[str, Any]], bool | None]
+# Called after every step with the state; used for checkpoints every N steps.
+StepCallback = Callable[[TrainState], None]
 
 
 def evaluate(
@@ -71,69 +119,95 @@ def fit(
     patience: int | None = None,
     restore_best: bool = True,
     callbacks: Sequence[Callback] = (),
+    step_callbacks: Sequence[StepCallback] = (),
+    state: TrainState | None = None,
     progress: bool | None = None,
 ) -> History:
     """Train for `epochs` passes over `train`, reshuffled each epoch from `rng`.
 
     With `val`, the epoch with the best validation accuracy is remembered; `patience` epochs
     without improvement stop training, and `restore_best` puts the best weights back at the end.
-    `augment` transforms each training batch with `rng`.
+    `augment` transforms each training batch with `rng`. Pass a `state` (with the rng, model and
+    optimizer restored alongside it) to continue an interrupted run exactly where it stopped.
     `progress`: a tqdm bar (None: only on a terminal).
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
     x, y = train
-    history, best_acc, best_weights = History(), -1.0, None
-    params = optimizer.params
-    start_time = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        t0 = time.perf_counter()
-        loss_sum, correct = 0.0, 0
-        bar = tqdm(
-            total=len(x),
-            desc=f"epoch {epoch}",
-            unit="img",
-            leave=False,
-            disable=None if progress is None else not progress,
-        )
-        for xb, yb in iterate_batches(x, y, batch_size, rng=rng):
+    st = state if state is not None else TrainState()
+    history = st.history
+    n_batches = -(-len(x) // batch_size)
+    start_time = time.perf_counter() - history.train_seconds
+    while st.epoch < epochs and st.stop_requested is None:
+        epoch, t0 = st.epoch + 1, time.perf_counter()
+        if st.order is None:
+            st.order = rng.permutation(len(x))
+        bar = tqdm(total=len(x), initial=st.seen, desc=f"epoch {epoch}", unit="img", leave=False,
+                   disable=None if progress is None else not progress)  # fmt: skip
+        while st.batch < n_batches and st.stop_requested is None:
+            idx = st.order[st.batch * batch_size : (st.batch + 1) * batch_size]
+            xb, yb = x[idx], y[idx]
             if schedule is not None:
                 optimizer.lr = schedule(optimizer.steps)
             if augment is not None:
                 xb = augment(xb, rng)
             logits = model.forward(xb, training=True)
             loss, grad_logits = softmax_cross_entropy(logits, yb, label_smoothing=label_smoothing)
-            if not math.isfinite(loss):
-                raise TrainingDiverged(epoch, optimizer.steps, loss)
             model.backward(grad_logits)
+            if not (math.isfinite(loss) and math.isfinite(float(optimizer.grad.sum()))):
+                raise TrainingDiverged(
+                    epoch, optimizer.steps, f"loss {loss} or gradient non-finite"
+                )
             optimizer.step()
-            loss_sum += loss * len(yb)
-            correct += int((logits.argmax(axis=1) == yb).sum())
+            st.batch += 1
+            st.loss_sum += loss * len(yb)
+            st.correct += int((logits.argmax(axis=1) == yb).sum())
+            st.seen += len(yb)
             bar.update(len(yb))
+            for step_callback in step_callbacks:
+                step_callback(st)
         bar.close()
-        record: dict[str, Any] = {
-            "epoch": epoch,
-            "train_loss": loss_sum / len(x),
-            "train_accuracy": correct / len(x),
-            "lr": optimizer.lr,
-        }
-        if val is not None:
-            record["val_loss"], record["val_accuracy"] = evaluate(model, *val)
-            if record["val_accuracy"] > best_acc:
-                best_acc, history.best_epoch = record["val_accuracy"], epoch
-                best_weights = [p.data.copy() for p in params] if restore_best else None
-        else:
-            history.best_epoch = epoch
+        if st.batch < n_batches:  # stopped mid-epoch: the state is left ready to resume
+            history.interrupted = True
+            break
+        record = _finish_epoch(st, model, optimizer, val, restore_best, epoch, len(x))
         record["seconds"] = time.perf_counter() - t0
         history.epochs.append(record)
         stop = any([cb(record) for cb in callbacks])
         if patience is not None and epoch - history.best_epoch >= patience:
-            history.stopped_early = True
-            stop = True
+            history.stopped_early = stop = True
         if stop:
             break
-    if best_weights is not None:
-        for p, w in zip(params, best_weights, strict=True):
-            p.data[...] = w
+    history.interrupted = history.interrupted or st.stop_requested is not None
     history.train_seconds = time.perf_counter() - start_time
+    if st.best_weights is not None and not history.interrupted:
+        optimizer.data[...] = st.best_weights
     return history
+
+
+def _finish_epoch(
+    st: TrainState,
+    model: Sequential,
+    optimizer: Optimizer,
+    val: tuple[Array, Array] | None,
+    restore_best: bool,
+    epoch: int,
+    n: int,
+) -> dict[str, Any]:
+    """Close the epoch in `st`: its train metrics, validation and the best-weights bookkeeping."""
+    record: dict[str, Any] = {
+        "epoch": epoch,
+        "train_loss": st.loss_sum / n,
+        "train_accuracy": st.correct / n,
+        "lr": optimizer.lr,
+    }
+    st.epoch, st.batch, st.order, st.loss_sum, st.correct, st.seen = epoch, 0, None, 0.0, 0, 0
+    if val is None:
+        st.history.best_epoch = epoch
+        return record
+    record["val_loss"], record["val_accuracy"] = evaluate(model, *val)
+    if record["val_accuracy"] > st.best_accuracy:
+        st.best_accuracy, st.history.best_epoch = record["val_accuracy"], epoch
+        if restore_best:
+            st.best_weights = optimizer.data.copy()
+    return record
