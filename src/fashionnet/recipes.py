@@ -83,6 +83,7 @@ def build(
         rng=rng,
         activation=config["activation"],
         dropout=config["dropout"],
+        input_dropout=config.get("input_dropout", 0.0),
         init=config["init"],
     )
 
@@ -123,7 +124,7 @@ def _save_last(
             arrays={f"train.{k}": v for k, v in arrays.items()},
         )
     except NonFiniteError as e:  # the step overflowed: keep the last good checkpoint
-        raise TrainingDiverged(st.epoch + 1, optimizer.steps, str(e)) from None
+        raise TrainingDiverged(st.epoch + 1, optimizer.steps, "the weights") from e
 
 
 def _load_last(

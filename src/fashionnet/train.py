@@ -20,10 +20,10 @@ from .schedules import Schedule
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss or a gradient became NaN or infinite; the step was not applied."""
+    """The loss or a gradient became NaN or infinite; that step (1-based) was not applied."""
 
     def __init__(self, epoch: int, step: int, what: str) -> None:
-        super().__init__(f"{what} at epoch {epoch}, step {step}")
+        super().__init__(f"{what} became non-finite at epoch {epoch}, step {step}")
         self.epoch, self.step = epoch, step
 
 
@@ -155,9 +155,7 @@ def fit(
             loss, grad_logits = softmax_cross_entropy(logits, yb, label_smoothing=label_smoothing)
             model.backward(grad_logits)
             if not (math.isfinite(loss) and math.isfinite(float(optimizer.grad.sum()))):
-                raise TrainingDiverged(
-                    epoch, optimizer.steps, f"loss {loss} or gradient non-finite"
-                )
+                raise TrainingDiverged(epoch, optimizer.steps + 1, f"loss {loss} or a gradient")
             optimizer.step()
             st.batch += 1
             st.loss_sum += loss * len(yb)
