@@ -149,3 +149,30 @@ def test_a_directory_or_missing_file_is_named(tmp_path):
         load_model(tmp_path)
     with pytest.raises(CheckpointError, match="no such file"):
         load_model(tmp_path / "nope.npz")
+
+
+def test_safetensors_export_loads_in_the_reference_reader(tmp_path, model, capsys):
+    from fashionnet.cli import main
+
+    save_checkpoint(tmp_path / "m.npz", model)
+    assert main(["export", str(tmp_path / "m.npz"), "--format", "safetensors",
+                 str(tmp_path / "m.safetensors")]) == 0  # fmt: skip
+    raw = (tmp_path / "m.safetensors").read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    assert (8 + n) % 8 == 0
+    assert json.loads(header["__metadata__"]["fashionnet_model"]) == model.config()
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    tensors = safetensors_numpy.load_file(str(tmp_path / "m.safetensors"))
+    assert set(tensors) == set(model.named_parameters())
+    for name, p in model.named_parameters().items():
+        np.testing.assert_array_equal(tensors[name], p.data)
+
+
+def test_export_to_a_missing_folder_is_one_line(tmp_path, model, capsys):
+    from fashionnet.cli import main
+
+    save_checkpoint(tmp_path / "m.npz", model)
+    code = main(["export", str(tmp_path / "m.npz"), "--format", "safetensors",
+                 str(tmp_path / "no" / "m.safetensors")])  # fmt: skip
+    assert code == 2 and capsys.readouterr().err.count("\n") == 1

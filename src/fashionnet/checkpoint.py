@@ -240,3 +240,32 @@ def _build_model(path: Path, meta: dict[str, Any], arrays: dict[str, Array]) -> 
         p.data = w.astype(p.data.dtype, copy=False)
         p.grad = np.zeros_like(p.data)
     return model
+
+
+def export_safetensors(
+    path: str | os.PathLike[str], model: Sequential, *, metadata: dict[str, str] | None = None
+) -> None:
+    """Weights only, in the safetensors layout other tools read: an 8-byte little-endian header
+    length, a JSON header {name: {dtype, shape, data_offsets}}, then the raw little-endian data.
+    The model config travels as the JSON string metadata["fashionnet_model"]."""
+    dtypes = {np.dtype(np.float32): "F32", np.dtype(np.float64): "F64"}
+    header: dict[str, Any] = {
+        "__metadata__": {"fashionnet_model": json.dumps(model.config()), **(metadata or {})}
+    }
+    blobs, offset = [], 0
+    for name, p in model.named_parameters().items():
+        blob = np.ascontiguousarray(p.data, dtype=p.data.dtype.newbyteorder("<")).tobytes()
+        header[name] = {
+            "dtype": dtypes[p.data.dtype],
+            "shape": list(p.data.shape),
+            "data_offsets": [offset, offset + len(blob)],
+        }
+        blobs.append(blob)
+        offset += len(blob)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)  # the data starts 8-byte aligned
+    with atomic_write(path) as f:
+        f.write(len(head).to_bytes(8, "little"))
+        f.write(head)
+        for blob in blobs:
+            f.write(blob)

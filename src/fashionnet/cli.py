@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import CheckpointError, load_model, read_checkpoint
+from .checkpoint import CheckpointError, export_safetensors, load_model, read_checkpoint
 from .data import DataError, load_fashion_mnist, to_float
 from .recipes import PRESETS, make_config, train_run
 from .train import TrainingDiverged, TrainState, evaluate
@@ -109,7 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", help="folder of IDX files or Kaggle CSVs, or a training CSV")
     ev.add_argument("--limit", type=_positive_int, help="use only the first N test images")
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
+    ex = sub.add_parser("export", help="write a model's weights in another format")
+    ex.add_argument("model", type=Path, help="model file (model.npz in a run folder) or run folder")
+    ex.add_argument("--format", choices=["safetensors"], required=True)
+    ex.add_argument("out", type=Path, help="output file")
     return parser
+
+
+def _model_path(path: Path) -> Path:
+    return path / "model.npz" if path.is_dir() else path
 
 
 def _epoch_line(record: dict[str, Any]) -> str:
@@ -202,7 +210,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    path = args.model / "model.npz" if args.model.is_dir() else args.model
+    path = _model_path(args.model)
     meta, _ = read_checkpoint(path)
     model = load_model(path)
     data = load_fashion_mnist(args.data)
@@ -221,7 +229,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate}
+def cmd_export(args: argparse.Namespace) -> int:
+    model = load_model(_model_path(args.model))
+    if args.out.is_dir():
+        raise UsageError(f"{args.out}: is a folder, expected an output file name")
+    if not args.out.parent.is_dir():
+        raise UsageError(f"{args.out}: folder {args.out.parent} does not exist")
+    export_safetensors(args.out, model)
+    print(f"wrote {args.out} ({args.format}, {model.n_parameters():,} parameters)")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "export": cmd_export}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
