@@ -176,3 +176,15 @@ def test_export_to_a_missing_folder_is_one_line(tmp_path, model, capsys):
     code = main(["export", str(tmp_path / "m.npz"), "--format", "safetensors",
                  str(tmp_path / "no" / "m.safetensors")])  # fmt: skip
     assert code == 2 and capsys.readouterr().err.count("\n") == 1
+
+
+def test_batchnorm_running_statistics_are_saved(tmp_path, rng):
+    model = mlp(12, [8], 3, rng=rng, batch_norm=True)
+    for _ in range(3):
+        model.forward(rng.normal(size=(16, 12)).astype(np.float32) + 2, training=True)
+    save_checkpoint(tmp_path / "m.npz", model)
+    loaded = load_model(tmp_path / "m.npz")
+    for name, b in model.named_buffers().items():
+        np.testing.assert_array_equal(loaded.named_buffers()[name], b)
+    x = rng.normal(size=(5, 12)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))

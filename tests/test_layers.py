@@ -3,6 +3,7 @@ import pytest
 
 from conftest import assert_layer_gradients
 from fashionnet.layers import (
+    BatchNorm,
     Dropout,
     Flatten,
     LeakyReLU,
@@ -142,3 +143,31 @@ def test_unknown_init_is_named():
 def test_parameter_grad_matches_shape_and_dtype():
     p = Parameter(np.ones((2, 3), dtype=np.float32))
     assert p.grad.shape == (2, 3) and p.grad.dtype == np.float32 and not p.grad.any()
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (3, 4, 2, 3)], ids=["dense", "conv"])
+def test_batchnorm_gradients_in_training_mode(shape, rng):
+    layer = BatchNorm(4, dtype=np.float64)
+    layer.weight.data[...] = rng.normal(size=4)
+    layer.bias.data[...] = rng.normal(size=4)
+    assert_layer_gradients(layer, x=rng.normal(size=shape) * 2 + 1, rng=rng)
+
+
+def test_batchnorm_gradients_in_evaluation_mode_are_an_affine_map(rng):
+    layer = BatchNorm(4, dtype=np.float64)
+    layer.running_mean[...] = rng.normal(size=4)
+    layer.running_var[...] = rng.uniform(0.5, 2, size=4)
+    x = rng.normal(size=(3, 4))
+    expected = (x - layer.running_mean) / np.sqrt(layer.running_var + layer.eps)
+    np.testing.assert_allclose(layer.forward(x), expected)
+
+
+def test_batchnorm_normalises_and_tracks_running_statistics(rng):
+    layer = BatchNorm(3)
+    x = (rng.normal(size=(500, 3)) * [1, 2, 3] + [5, -1, 0]).astype(np.float32)
+    out = layer.forward(x, training=True)
+    np.testing.assert_allclose(out.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(out.std(axis=0), 1, atol=1e-3)
+    np.testing.assert_allclose(layer.running_mean, 0.1 * x.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(layer.running_var, 0.9 + 0.1 * x.var(axis=0, ddof=1), rtol=1e-5)
+    assert set(layer.buffers()) == {"running_mean", "running_var"}

@@ -84,6 +84,7 @@ def save_checkpoint(
     import fashionnet
 
     stored = {f"param.{name}": p.data for name, p in model.named_parameters().items()}
+    stored |= {f"buffer.{name}": b for name, b in model.named_buffers().items()}
     meta: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -96,7 +97,7 @@ def save_checkpoint(
         meta["optimizer"] = {k: v for k, v in optimizer_state.items() if k != "arrays"}
         stored |= {f"optim.{k}": v for k, v in optimizer_state["arrays"].items()}
     for k, v in (arrays or {}).items():
-        if k.startswith(("param.", "optim.")) or k == "metadata":
+        if k.startswith(("param.", "buffer.", "optim.")) or k == "metadata":
             raise ValueError(f"array name {k!r} is reserved")
         stored[k] = v
     for k, v in stored.items():
@@ -217,7 +218,9 @@ def load_model(path: str | os.PathLike[str]) -> Sequential:
 
 
 def _build_model(path: Path, meta: dict[str, Any], arrays: dict[str, Array]) -> Sequential:
-    stored = {k.removeprefix("param."): v for k, v in arrays.items() if k.startswith("param.")}
+    stored = {
+        k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(("param.", "buffer."))
+    }
     try:
         # shapes first: a config declaring huge layers is refused before anything is allocated
         promised = Sequential.param_shapes(meta["model"])
@@ -232,13 +235,18 @@ def _build_model(path: Path, meta: dict[str, Any], arrays: dict[str, Array]) -> 
             raise CheckpointError(
                 f"{path}: {name} has shape {stored[name].shape}, config says {shape}"
             )
-    model = Sequential.from_config(meta["model"])
-    for name, p in model.named_parameters().items():
-        w = stored[name]
+    for name, w in stored.items():
         if not np.isfinite(w).all():
             raise CheckpointError(f"{path}: {name} holds non-finite values")
-        p.data = w.astype(p.data.dtype, copy=False)
+    try:
+        model = Sequential.from_config(meta["model"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: model config cannot be rebuilt ({e})") from None
+    for name, p in model.named_parameters().items():
+        p.data = stored[name].astype(p.data.dtype, copy=False)
         p.grad = np.zeros_like(p.data)
+    for name, b in model.named_buffers().items():
+        b[...] = stored[name]
     return model
 
 

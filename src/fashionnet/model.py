@@ -11,6 +11,7 @@ import numpy as np
 from .layers import (
     LAYER_TYPES,
     Array,
+    BatchNorm,
     Dropout,
     Layer,
     Linear,
@@ -50,6 +51,14 @@ class Sequential:
             for name, p in layer.params().items()
         }
 
+    def named_buffers(self) -> dict[str, Array]:
+        """{'1.running_mean': array, ...}: saved with the model, never trained."""
+        return {
+            f"{i}.{name}": b
+            for i, layer in enumerate(self.layers)
+            for name, b in layer.buffers().items()
+        }
+
     def parameters(self) -> list[Parameter]:
         return list(self.named_parameters().values())
 
@@ -81,7 +90,7 @@ class Sequential:
 
     @staticmethod
     def param_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-        """{'0.weight': (784, 256), ...} for the model `config` describes, without building it."""
+    """in -> [Linear -> (BatchNorm) -> activation -> (Dropout)] per hidden size -> Linear."""
         shapes: dict[str, tuple[int, ...]] = {}
         for i, spec in enumerate(config["layers"]):
             kind = spec["type"]
@@ -109,6 +118,8 @@ class Sequential:
             layer_cls = LAYER_TYPES[kind]
             if layer_cls is Linear:
                 layers.append(Linear(**args, rng=rng, dtype=dtype))
+            elif layer_cls is BatchNorm:
+                layers.append(BatchNorm(**args, dtype=dtype))
             elif layer_cls is Dropout:
                 layers.append(Dropout(**args, rng=rng))
             else:
@@ -130,9 +141,10 @@ def mlp(
     dropout: float = 0.0,
     input_dropout: float = 0.0,
     init: str = "he",
+    batch_norm: bool = False,
     dtype: Any = np.float32,
 ) -> Sequential:
-    """in -> [Linear -> activation -> Dropout] per hidden size -> Linear(n_classes) logits."""
+    """in -> [Linear -> (BatchNorm) -> activation -> (Dropout)] per hidden size -> Linear logits."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {activation!r}")
     kind = {"relu": "ReLU", "leaky_relu": "LeakyReLU", "tanh": "Tanh", "sigmoid": "Sigmoid"}[
@@ -143,7 +155,11 @@ def mlp(
         layers.append(Dropout(input_dropout, rng=rng))
     sizes = [in_features, *hidden]
     for fan_in, fan_out in pairwise(sizes):
-        layers += [Linear(fan_in, fan_out, rng=rng, init=init, dtype=dtype), LAYER_TYPES[kind]()]
+        # BatchNorm's shift makes the Linear's bias redundant
+        layers.append(Linear(fan_in, fan_out, rng=rng, init=init, bias=not batch_norm, dtype=dtype))
+        if batch_norm:
+            layers.append(BatchNorm(fan_out, dtype=dtype))
+        layers.append(LAYER_TYPES[kind]())
         if dropout:
             layers.append(Dropout(dropout, rng=rng))
     layers.append(Linear(sizes[-1], n_classes, rng=rng, init=init, dtype=dtype))

@@ -84,6 +84,7 @@ def build(
         activation=config["activation"],
         dropout=config["dropout"],
         input_dropout=config.get("input_dropout", 0.0),
+        batch_norm=config.get("batch_norm", False),
         init=config["init"],
     )
 
@@ -139,6 +140,8 @@ def _load_last(
         if stored is None or stored.shape != p.data.shape:
             raise ResumeError(f"{path}: parameter {name} does not match the run's config")
         p.data[...] = stored
+    for name, b in model.named_buffers().items():
+        b[...] = arrays[f"buffer.{name}"]
     optim_arrays = {
         k.removeprefix("optim."): v for k, v in arrays.items() if k.startswith("optim.")
     }

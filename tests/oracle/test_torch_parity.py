@@ -130,3 +130,31 @@ OPTIMIZERS = {
 @pytest.mark.parametrize("pair", OPTIMIZERS.values(), ids=OPTIMIZERS.keys())
 def test_optimisers_match_torch_over_10_steps(pair, rng):
     run_both(*pair, rng)
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (5, 4, 3, 3)], ids=["BatchNorm1d", "BatchNorm2d"])
+def test_batchnorm_matches_torch_including_running_statistics(shape, rng):
+    from fashionnet.layers import BatchNorm
+
+    ours = BatchNorm(4, momentum=0.1, dtype=np.float64)
+    ours.weight.data[...] = rng.normal(size=4)
+    ours.bias.data[...] = rng.normal(size=4)
+    ref = (torch.nn.BatchNorm1d if len(shape) == 2 else torch.nn.BatchNorm2d)(4).double()
+    with torch.no_grad():
+        ref.weight.copy_(torch.tensor(ours.weight.data))
+        ref.bias.copy_(torch.tensor(ours.bias.data))
+    for _ in range(3):  # running statistics over several batches
+        x, g = rng.normal(size=shape) * 3 + 1, rng.normal(size=shape)
+        tx = t(x)
+        ref.zero_grad()
+        out = ref.train()(tx)
+        out.backward(torch.tensor(g))
+        np.testing.assert_allclose(ours.forward(x, training=True), out.detach().numpy(), rtol=1e-10)
+        np.testing.assert_allclose(ours.backward(g), tx.grad.numpy(), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(ours.weight.grad, ref.weight.grad.numpy(), rtol=1e-10)
+        np.testing.assert_allclose(ours.bias.grad, ref.bias.grad.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(ours.running_mean, ref.running_mean.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(ours.running_var, ref.running_var.numpy(), rtol=1e-12)
+    x = rng.normal(size=shape)
+    np.testing.assert_allclose(ours.forward(x), ref.eval()(torch.tensor(x)).detach().numpy(),
+                               rtol=1e-10)  # fmt: skip
