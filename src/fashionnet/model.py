@@ -90,7 +90,7 @@ class Sequential:
 
     @staticmethod
     def param_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    """in -> [Linear -> (BatchNorm) -> activation -> (Dropout)] per hidden size -> Linear."""
+        """{"0.weight": (784, 256), ...}: parameter and buffer shapes, without building it."""
         shapes: dict[str, tuple[int, ...]] = {}
         for i, spec in enumerate(config["layers"]):
             kind = spec["type"]
@@ -144,7 +144,7 @@ def mlp(
     batch_norm: bool = False,
     dtype: Any = np.float32,
 ) -> Sequential:
-    """in -> [Linear -> (BatchNorm) -> activation -> (Dropout)] per hidden size -> Linear logits."""
+    """in -> [Linear -> (BatchNorm) -> activation -> (Dropout)] per hidden size -> Linear."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {activation!r}")
     kind = {"relu": "ReLU", "leaky_relu": "LeakyReLU", "tanh": "Tanh", "sigmoid": "Sigmoid"}[
