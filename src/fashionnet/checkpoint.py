@@ -1,8 +1,10 @@
-"""Checkpoint files: uncompressed .npz, never pickled, written atomically.
+"""Checkpoint files: uncompressed .npz of plain numeric arrays, written atomically.
 
 Members: `metadata.npy` (UTF-8 JSON as uint8: format version, versions, model config, ...),
-`param.<layer>.<name>.npy` for each parameter and `optim.<name>.npy` for optimiser moments.
-Every array header is checked against what the metadata promises before its data is read.
+`param.<layer>.<name>.npy` per parameter, `buffer.<layer>.<name>.npy` per buffer and
+`optim.<name>.npy` for optimiser moments. Reading never goes through np.load: each member's
+header is parsed and checked against the metadata before its bytes are read as plain numbers,
+so no object array can be built and nothing in a file can run. Spec: docs/checkpoint-format.md.
 """
 
 from __future__ import annotations
