@@ -299,21 +299,23 @@ class BatchNorm(Layer):
 
     def forward(self, x: Array, *, training: bool = False) -> Array:
         axes, shape = self._shape(x)
-        if training:
-            mean = x.mean(axis=axes)
-            var = x.var(axis=axes)
-            n = x.size // self.num_features
-            m = self.momentum
-            self.running_mean *= 1 - m
-            self.running_mean += m * mean
-            self.running_var *= 1 - m
-            self.running_var += (m * n / max(n - 1, 1)) * var
-        else:
-            mean, var = self.running_mean, self.running_var
-        inv_std = 1 / array_namespace(x).sqrt(var + self.eps)
-        x_hat = (x - mean.reshape(shape)) * inv_std.reshape(shape)
-        if training:
-            self._x_hat, self._inv_std = x_hat, inv_std
+        xp = array_namespace(x)
+        if not training:
+            scale = self.weight.data / xp.sqrt(self.running_var + self.eps)
+            shift = self.bias.data - self.running_mean * scale
+            return x * scale.reshape(shape) + shift.reshape(shape)
+        n = x.size // self.num_features
+        mean = x.mean(axis=axes)
+        x_hat = x - mean.reshape(shape)  # centred now, normalised in place below
+        var = xp.square(x_hat).mean(axis=axes)
+        m = self.momentum
+        self.running_mean *= 1 - m
+        self.running_mean += m * mean
+        self.running_var *= 1 - m
+        self.running_var += (m * n / max(n - 1, 1)) * var
+        inv_std = 1 / xp.sqrt(var + self.eps)
+        x_hat *= inv_std.reshape(shape)
+        self._x_hat, self._inv_std = x_hat, inv_std
         return x_hat * self.weight.data.reshape(shape) + self.bias.data.reshape(shape)
 
     def backward(self, grad_out: Array, *, input_grad: bool = True) -> Array | None:

