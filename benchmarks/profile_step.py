@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
@@ -52,29 +53,18 @@ def main() -> None:
     inputs = []
     for i, layer in enumerate(model.layers):
         inputs.append(h)
-        h_in = h
-        rows.append(
-            (
-                f"forward  {i}: {layer!r}",
-                timeit(lambda: layer.forward(h_in, training=True), args.repeats),
-            )
-        )
-        h = layer.forward(h_in, training=True)
-    rows.append(
-        ("loss (softmax cross-entropy)", timeit(lambda: softmax_cross_entropy(h, yb), args.repeats))
-    )
-    _, g = softmax_cross_entropy(h, yb)
+        forward = partial(layer.forward, h, training=True)
+        rows.append((f"forward  {i}: {layer!r}", timeit(forward, args.repeats)))
+        h = forward()
+    loss = partial(softmax_cross_entropy, h, yb)
+    rows.append(("loss (softmax cross-entropy)", timeit(loss, args.repeats)))
+    _, g = loss()
     for i in range(len(model.layers) - 1, -1, -1):
         layer = model.layers[i]
         layer.forward(inputs[i], training=True)
-        g_in = g
-        rows.append(
-            (
-                f"backward {i}: {layer!r}",
-                timeit(lambda: layer.backward(g_in, input_grad=i > 0), args.repeats),
-            )
-        )
-        out = layer.backward(g_in, input_grad=i > 0)
+        backward = partial(layer.backward, g, input_grad=i > 0)
+        rows.append((f"backward {i}: {layer!r}", timeit(backward, args.repeats)))
+        out = backward()
         if out is not None:
             g = out
     rows.append(
