@@ -188,3 +188,19 @@ def test_batchnorm_running_statistics_are_saved(tmp_path, rng):
         np.testing.assert_array_equal(loaded.named_buffers()[name], b)
     x = rng.normal(size=(5, 12)).astype(np.float32)
     np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))
+
+
+def test_loading_for_inference_needs_numpy_alone(tmp_path, model):
+    import subprocess
+    import sys
+
+    save_checkpoint(tmp_path / "m.npz", model)
+    code = (
+        "import sys; sys.modules['tqdm'] = None  # any import of tqdm now fails\n"
+        "import numpy as np, fashionnet\n"
+        f"m = fashionnet.load_model({str(tmp_path / 'm.npz')!r})\n"
+        "print(m.predict(np.zeros((2, 12), np.float32)).shape)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "(2,)"

@@ -11,7 +11,6 @@ from functools import cache
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from .augment import Augment
 from .layers import Array
@@ -154,6 +153,8 @@ def fit(
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
+    from tqdm import tqdm  # only training needs it: loading a model for inference needs numpy alone
+
     keep_freed_memory()
     x, y = train
     st = state if state is not None else TrainState()
