@@ -54,7 +54,7 @@ class TrainState:
     loss_sum: float = 0.0
     correct: int = 0
     seen: int = 0
-    best_accuracy: float = -1.0
+    best_val_loss: float = math.inf
     best_weights: Array | None = None  # a copy of the flat parameter buffer
     history: History = field(default_factory=History)
     stop_requested: str | None = None  # set (e.g. by a signal handler) to stop after this step
@@ -64,7 +64,7 @@ class TrainState:
         h = self.history
         scalars = {
             "epoch": self.epoch, "batch": self.batch, "loss_sum": self.loss_sum,
-            "correct": self.correct, "seen": self.seen, "best_accuracy": self.best_accuracy,
+            "correct": self.correct, "seen": self.seen, "best_val_loss": self.best_val_loss,
             "history": h.epochs, "best_epoch": h.best_epoch, "stopped_early": h.stopped_early,
             "train_seconds": h.train_seconds,
         }  # fmt: skip
@@ -145,7 +145,8 @@ def fit(
 ) -> History:
     """Train for `epochs` passes over `train`, reshuffled each epoch from `rng`.
 
-    With `val`, the epoch with the best validation accuracy is remembered; `patience` epochs
+    With `val`, the epoch with the lowest validation loss (a steadier guide than the accuracy,
+    which ties and jumps by single images) is remembered; `patience` epochs
     without improvement stop training, and `restore_best` puts the best weights back at the end.
     `augment` transforms each training batch with `rng`. Pass a `state` (with the rng, model and
     optimizer restored alongside it) to continue an interrupted run exactly where it stopped.
@@ -227,8 +228,8 @@ def _finish_epoch(
         st.history.best_epoch = epoch
         return record
     record["val_loss"], record["val_accuracy"] = evaluate(model, *val)
-    if record["val_accuracy"] > st.best_accuracy:
-        st.best_accuracy, st.history.best_epoch = record["val_accuracy"], epoch
+    if record["val_loss"] < st.best_val_loss:
+        st.best_val_loss, st.history.best_epoch = record["val_loss"], epoch
         if restore_best:
             st.best_weights = optimizer.data.copy()
     return record
