@@ -140,3 +140,20 @@ def test_bad_epochs_rejected(rng):
     model = mlp(8, [4], 3, rng=rng)
     with pytest.raises(ValueError, match="epochs"):
         fit(model, Adam(model.parameters()), (x, y), epochs=0, batch_size=8, rng=rng)
+
+
+def test_best_epoch_restores_batchnorm_running_statistics_too(rng):
+    x, y = blobs(rng)
+    model = mlp(8, [16], 3, rng=rng, batch_norm=True)
+    opt = Adam(model.parameters(), lr=1e-2)
+    snapshots = []
+
+    def remember(record):
+        snapshots.append({k: b.copy() for k, b in model.named_buffers().items()})
+
+    wrong = (y[:40] + 1) % 3  # validation labels the model unlearns: its loss rises
+    history = fit(model, opt, (x, y), val=(x[:40], wrong), epochs=6, batch_size=32, rng=rng,
+                  callbacks=[remember])  # fmt: skip
+    assert history.best_epoch < 6, "the test needs a best epoch before the last"
+    for name, b in model.named_buffers().items():
+        np.testing.assert_array_equal(b, snapshots[history.best_epoch - 1][name])

@@ -55,7 +55,7 @@ class TrainState:
     correct: int = 0
     seen: int = 0
     best_val_loss: float = math.inf
-    best_weights: Array | None = None  # a copy of the flat parameter buffer
+    best_weights: Array | None = None  # the flat parameter buffer, then the model's buffers
     history: History = field(default_factory=History)
     stop_requested: str | None = None  # set (e.g. by a signal handler) to stop after this step
 
@@ -203,7 +203,7 @@ def fit(
     history.interrupted = history.interrupted or st.stop_requested is not None
     history.train_seconds = time.perf_counter() - start_time
     if st.best_weights is not None and not history.interrupted:
-        optimizer.data[...] = st.best_weights
+        _restore(st.best_weights, model, optimizer)
     return history
 
 
@@ -231,5 +231,19 @@ def _finish_epoch(
     if record["val_loss"] < st.best_val_loss:
         st.best_val_loss, st.history.best_epoch = record["val_loss"], epoch
         if restore_best:
-            st.best_weights = optimizer.data.copy()
+            st.best_weights = _snapshot(model, optimizer)
     return record
+
+
+def _snapshot(model: Sequential, optimizer: Optimizer) -> Array:
+    """Parameters and buffers (BatchNorm's running statistics) as one flat copy."""
+    buffers = [b.ravel() for b in model.named_buffers().values()]
+    return np.concatenate([optimizer.data, *buffers]) if buffers else optimizer.data.copy()
+
+
+def _restore(snapshot: Array, model: Sequential, optimizer: Optimizer) -> None:
+    optimizer.data[...] = snapshot[: optimizer.data.size]
+    offset = optimizer.data.size
+    for b in model.named_buffers().values():
+        b[...] = snapshot[offset : offset + b.size].reshape(b.shape)
+        offset += b.size
