@@ -17,6 +17,7 @@ import numpy as np
 from fashionnet.losses import softmax_cross_entropy
 from fashionnet.model import mlp
 from fashionnet.optim import Adam
+from fashionnet.train import keep_freed_memory
 
 
 def timeit(fn: Callable[[], object], repeats: int) -> float:
@@ -35,11 +36,13 @@ def main() -> None:
     parser.add_argument("--hidden", default="256,128")
     parser.add_argument("--dropout", type=float, default=0.0)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-norm", action="store_true")
     parser.add_argument("--repeats", type=int, default=300)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     hidden = [int(h) for h in args.hidden.split(",")]
-    model = mlp(784, hidden, 10, rng=rng, dropout=args.dropout)
+    model = mlp(784, hidden, 10, rng=rng, dropout=args.dropout, batch_norm=args.batch_norm)
+    keep_freed_memory()  # as fit() does
     opt = Adam(model.parameters(), lr=1e-3)
     x = rng.random((60000, 784), dtype=np.float32)
     y = rng.integers(0, 10, 60000)
@@ -71,8 +74,8 @@ def main() -> None:
         (f"optimizer Adam over {opt.data.size:,} parameters", timeit(opt.step, args.repeats))
     )
     total = sum(t for _, t in rows)
-    print(f"MLP 784-{args.hidden}-10, batch {args.batch_size}, dropout {args.dropout}: "
-          f"{total * 1e3:.3f} ms per step")  # fmt: skip
+    print(f"MLP 784-{args.hidden}-10, batch {args.batch_size}, dropout {args.dropout}, "
+          f"BatchNorm {args.batch_norm}: {total * 1e3:.3f} ms per step")  # fmt: skip
     print("| part | ms | share |\n|---|---|---|")
     for name, t in rows:
         print(f"| {name} | {t * 1e3:.3f} | {t / total:.0%} |")
