@@ -1,10 +1,12 @@
+import json
+
 import numpy as np
 import pytest
 
 from fashionnet.model import mlp
 from fashionnet.optim import SGD, Adam
 from fashionnet.schedules import make_schedule
-from fashionnet.train import TrainingDiverged, evaluate, fit
+from fashionnet.train import TrainingDiverged, TrainState, evaluate, fit
 
 
 def blobs(rng, n=200, features=8, classes=3):
@@ -157,3 +159,20 @@ def test_best_epoch_restores_batchnorm_running_statistics_too(rng):
     assert history.best_epoch < 6, "the test needs a best epoch before the last"
     for name, b in model.named_buffers().items():
         np.testing.assert_array_equal(b, snapshots[history.best_epoch - 1][name])
+
+
+def test_a_run_stopped_by_patience_stays_stopped_when_resumed(rng):
+    x, y = blobs(rng)
+    model = mlp(8, [16], 3, rng=rng)
+    opt = SGD(model.parameters(), lr=1e-12)
+    state = TrainState()
+    saved = []  # what a checkpoint written by an epoch callback holds
+    history = fit(model, opt, (x, y), val=(x, y), epochs=50, batch_size=64, rng=rng, patience=2,
+                  state=state, callbacks=[lambda r: saved.append(state.to_saved())])  # fmt: skip
+    assert history.stopped_early
+    n_epochs = len(history.epochs)
+    scalars, arrays = saved[-1]
+    resumed = TrainState.from_saved(json.loads(json.dumps(scalars)), arrays)  # as from a file
+    again = fit(model, opt, (x, y), val=(x, y), epochs=50, batch_size=64, rng=rng, patience=2,
+                state=resumed)  # fmt: skip
+    assert len(again.epochs) == n_epochs

@@ -162,7 +162,7 @@ def fit(
     history = st.history
     n_batches = -(-len(x) // batch_size)
     start_time = time.perf_counter() - history.train_seconds
-    while st.epoch < epochs and st.stop_requested is None:
+    while st.epoch < epochs and not history.stopped_early and st.stop_requested is None:
         epoch, t0 = st.epoch + 1, time.perf_counter()
         if st.order is None:
             st.order = rng.permutation(len(x))
@@ -195,11 +195,10 @@ def fit(
         record = _finish_epoch(st, model, optimizer, val, restore_best, epoch, len(x))
         record["seconds"] = time.perf_counter() - t0
         history.epochs.append(record)
-        stop = any([cb(record) for cb in callbacks])
-        if patience is not None and epoch - history.best_epoch >= patience:
-            history.stopped_early = stop = True
-        if stop:
-            break
+        # recorded in the state before the callbacks save it: a stopped run stays stopped
+        history.stopped_early = patience is not None and epoch - history.best_epoch >= patience
+        if any([cb(record) for cb in callbacks]):
+            history.stopped_early = True
     history.interrupted = history.interrupted or st.stop_requested is not None
     history.train_seconds = time.perf_counter() - start_time
     if st.best_weights is not None and not history.interrupted:
