@@ -171,6 +171,7 @@ def test_a_run_stopped_by_patience_stays_stopped_when_resumed(rng):
                   state=state, callbacks=[lambda r: saved.append(state.to_saved())])  # fmt: skip
     assert history.stopped_early
     n_epochs = len(history.epochs)
+    assert n_epochs < 50
     scalars, arrays = saved[-1]
     resumed = TrainState.from_saved(json.loads(json.dumps(scalars)), arrays)  # as from a file
     again = fit(model, opt, (x, y), val=(x, y), epochs=50, batch_size=64, rng=rng, patience=2,
