@@ -64,6 +64,13 @@ def test_train_writes_the_run_folder_and_evaluate_reproduces_it(tmp_path, tiny_d
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["test_accuracy"] == metrics["test_accuracy"]
     assert evaluated["test_loss"] == pytest.approx(metrics["test_loss"], rel=1e-6)
+    assert np.sum(evaluated["confusion_matrix"]) == 40
+    assert evaluated["class_names"][6] == "Shirt"
+
+    assert main(["evaluate", str(out), "--data", str(tiny_data)]) == 0
+    table = capsys.readouterr().out
+    assert f"test accuracy {metrics['test_accuracy']:.4f}" in table
+    assert "Ankle boot" in table and "precision" in table
 
 
 def test_same_seed_same_model_file_weights(tmp_path, tiny_data):

@@ -215,8 +215,13 @@ def _read_validated(zf: zipfile.ZipFile, path: Path) -> tuple[dict[str, Any], di
 
 def load_model(path: str | os.PathLike[str]) -> Sequential:
     """A model ready for predict / predict_proba; needs nothing but numpy."""
+    return load_model_with_metadata(path)[0]
+
+
+def load_model_with_metadata(path: str | os.PathLike[str]) -> tuple[Sequential, dict[str, Any]]:
+    """The model and its checkpoint's metadata (class names, image shape, metrics, config)."""
     meta, arrays = read_checkpoint(path)
-    return _build_model(Path(path), meta, arrays)
+    return _build_model(Path(path), meta, arrays), meta
 
 
 def _build_model(path: Path, meta: dict[str, Any], arrays: dict[str, Array]) -> Sequential:

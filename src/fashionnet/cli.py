@@ -14,8 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import CheckpointError, export_safetensors, load_model, read_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    export_safetensors,
+    load_model,
+    load_model_with_metadata,
+)
 from .data import DataError, load_fashion_mnist, to_float
+from .metrics import report
 from .recipes import PRESETS, make_config, train_run
 from .train import TrainingDiverged, TrainState, evaluate
 
@@ -210,22 +216,34 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    path = _model_path(args.model)
-    meta, _ = read_checkpoint(path)
-    model = load_model(path)
+    model, meta = load_model_with_metadata(_model_path(args.model))
     data = load_fashion_mnist(args.data)
-    test = data.test
-    images, labels = test.images[: args.limit], test.labels[: args.limit]
+    images, labels = data.test.images[: args.limit], data.test.labels[: args.limit]
     expected = tuple(meta.get("image_shape", images.shape[1:]))
     if images.shape[1:] != expected:
         raise UsageError(
             f"{data.source}: images are {images.shape[1:]}, the model expects {expected}"
         )
-    loss, acc = evaluate(model, to_float(images), labels)
+    x = to_float(images)
+    loss, acc = evaluate(model, x, labels)  # exactly the figures `train` printed
+    names = meta.get("class_names", list(data.class_names))
+    result: dict[str, Any] = {"test_accuracy": acc, "test_loss": loss, "test_size": len(labels)}
+    result |= {k: v for k, v in report(labels, model.predict_proba(x)).items() if k != "accuracy"}
     if args.json:
-        print(json.dumps({"test_accuracy": acc, "test_loss": loss, "test_size": len(labels)}))
-    else:
-        print(f"test accuracy {acc:.4f} (loss {loss:.4f}) on {len(labels)} images")
+        print(json.dumps(result | {"class_names": names}))
+        return 0
+    print(f"test accuracy {acc:.4f} (loss {loss:.4f}) on {len(labels)} images")
+    print(f"top-2 accuracy {result['top_2_accuracy']:.4f}, macro F1 {result['macro_f1']:.4f}\n")
+    width = max(len(n) for n in names)
+    print(f"{'class':<{width}}  precision  recall     F1  support")
+    pc = result["per_class"]
+    for i, name in enumerate(names):
+        print(f"{name:<{width}}  {pc['precision'][i]:9.4f}  {pc['recall'][i]:6.4f}  "
+              f"{pc['f1'][i]:.4f}  {pc['support'][i]:7d}")  # fmt: skip
+    if result["most_confused"]:
+        print("\nmost confused (true -> predicted: images)")
+        for true, pred, count in result["most_confused"]:
+            print(f"  {names[true]} -> {names[pred]}: {count}")
     return 0
 
 
