@@ -15,7 +15,7 @@ import numpy as np
 from .augment import Augment
 from .layers import Array
 from .losses import softmax_cross_entropy
-from .model import Sequential
+from .model import INFERENCE_BATCH, Sequential
 from .optim import Optimizer
 from .schedules import Schedule
 
@@ -111,7 +111,7 @@ def keep_freed_memory() -> bool:
 
 
 def evaluate(
-    model: Sequential, x: Array, y: Array, *, batch_size: int = 8192
+    model: Sequential, x: Array, y: Array, *, batch_size: int = INFERENCE_BATCH
 ) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of model on (x, y), in inference mode."""
     total_loss, correct = 0.0, 0
