@@ -12,6 +12,7 @@ from .layers import (
     LAYER_TYPES,
     Array,
     BatchNorm,
+    Conv2D,
     Dropout,
     Layer,
     Linear,
@@ -120,8 +121,8 @@ class Sequential:
             if kind not in LAYER_TYPES:
                 raise ValueError(f"unknown layer type {kind!r}")
             layer_cls = LAYER_TYPES[kind]
-            if layer_cls is Linear:
-                layers.append(Linear(**args, rng=rng, dtype=dtype))
+            if layer_cls in (Linear, Conv2D):
+                layers.append(layer_cls(**args, rng=rng, dtype=dtype))
             elif layer_cls is BatchNorm:
                 layers.append(BatchNorm(**args, dtype=dtype))
             elif layer_cls is Dropout:

@@ -158,3 +158,52 @@ def test_batchnorm_matches_torch_including_running_statistics(shape, rng):
     x = rng.normal(size=shape)
     np.testing.assert_allclose(ours.forward(x), ref.eval()(torch.tensor(x)).detach().numpy(),
                                rtol=1e-10)  # fmt: skip
+
+
+@pytest.mark.parametrize(("stride", "padding", "bias"), [(1, 0, True), (2, 1, True), (1, 2, False)])
+def test_conv2d_matches_torch(stride, padding, bias, rng):
+    from fashionnet.layers import Conv2D
+
+    ours = Conv2D(3, 4, 3, stride=stride, padding=padding, bias=bias, rng=rng, dtype=np.float64)
+    ref = torch.nn.Conv2d(3, 4, 3, stride=stride, padding=padding, bias=bias).double()
+    with torch.no_grad():
+        ref.weight.copy_(torch.tensor(ours.weight.data))  # same (out, in, k, k) layout
+        if bias:
+            ours.bias.data[...] = rng.normal(size=4)
+            ref.bias.copy_(torch.tensor(ours.bias.data))
+    x = rng.normal(size=(2, 3, 9, 8))
+    tx = t(x)
+    out = ref(tx)
+    g = rng.normal(size=tuple(out.shape))
+    out.backward(torch.tensor(g))
+    np.testing.assert_allclose(ours.forward(x, training=True), out.detach().numpy(), rtol=1e-10,
+                               atol=1e-12)  # fmt: skip
+    np.testing.assert_allclose(ours.backward(g), tx.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours.weight.grad, ref.weight.grad.numpy(), rtol=1e-10, atol=1e-12)
+    if bias:
+        np.testing.assert_allclose(ours.bias.grad, ref.bias.grad.numpy(), rtol=1e-10)
+
+
+POOLS = {
+    "max2": ("MaxPool2D", dict(kernel_size=2), lambda: torch.nn.MaxPool2d(2)),
+    "max3s2p1": ("MaxPool2D", dict(kernel_size=3, stride=2, padding=1),
+                 lambda: torch.nn.MaxPool2d(3, stride=2, padding=1)),
+    "avg2": ("AvgPool2D", dict(kernel_size=2), lambda: torch.nn.AvgPool2d(2)),
+    "avg3s1p1": ("AvgPool2D", dict(kernel_size=3, stride=1, padding=1),
+                 lambda: torch.nn.AvgPool2d(3, stride=1, padding=1)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("spec", POOLS.values(), ids=POOLS.keys())
+def test_pooling_matches_torch(spec, rng):
+    import fashionnet.layers as fl
+
+    name, kwargs, make_ref = spec
+    ours = getattr(fl, name)(**kwargs)
+    x = rng.permutation(2 * 3 * 8 * 8).reshape(2, 3, 8, 8) * 0.1  # no ties
+    tx = t(x)
+    out = make_ref()(tx)
+    g = rng.normal(size=tuple(out.shape))
+    out.backward(torch.tensor(g))
+    np.testing.assert_allclose(ours.forward(x, training=True), out.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(ours.backward(g), tx.grad.numpy(), rtol=1e-12, atol=1e-15)
