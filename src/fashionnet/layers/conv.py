@@ -1,9 +1,10 @@
-"""Convolution and pooling over NCHW batches, as large matrix multiplies.
+"""Convolution and pooling over NCHW batches.
 
-im2col: a strided view lists every (kh, kw) window of the padded input without copying; one
-reshape copies them into a (batch * out_h * out_w, C * kh * kw) matrix, and the convolution is
-one matmul with the (C * kh * kw, out_channels) weights. The backward pass scatters the column
-gradients back with one vectorised add per kernel position (kh * kw of them, never per pixel).
+im2col: for each kernel position (i, j) one strided slice of the padded batch is copied into a
+(N, C * k * k, out_h * out_w) column array, and the convolution is a matrix multiply per image
+that lands directly in NCHW order. Pooling compares or adds the same k * k strided slices, and
+every backward pass scatters with one vectorised add per kernel position: Python loops run over
+the k * k positions of a kernel, never over pixels or images.
 """
 
 from __future__ import annotations
@@ -11,40 +12,26 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from .core import Array, Layer, Parameter, _cached, array_namespace, init_weight
+
+
+def _pad(x: Array, padding: int, value: float = 0.0) -> Array:
+    if not padding:
+        return x
+    n, c, h, w = x.shape
+    padded = array_namespace(x).full((n, c, h + 2 * padding, w + 2 * padding), value, x.dtype)
+    padded[:, :, padding : padding + h, padding : padding + w] = x
+    return padded
 
 
 def _out_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
-def _windows(x: Array, kernel: int, stride: int, padding: int) -> Array:
-    """(N, C, H, W) -> (N, C, out_h, out_w, kernel, kernel), a view of the zero-padded input."""
-    if padding:
-        n, c, h, w = x.shape
-        padded = array_namespace(x).zeros((n, c, h + 2 * padding, w + 2 * padding), x.dtype)
-        padded[:, :, padding : padding + h, padding : padding + w] = x
-        x = padded
-    return sliding_window_view(x, (kernel, kernel), axis=(2, 3))[:, :, ::stride, ::stride]
-
-
-def _scatter(
-    grad_windows: Array, x_shape: tuple[int, ...], kernel: int, stride: int, padding: int
-) -> Array:
-    """The adjoint of _windows: add (N, C, out_h, out_w, k, k) window gradients to (N, C, H, W)."""
-    n, c, h, w = x_shape
-    out_h, out_w = grad_windows.shape[2:4]
-    grad = array_namespace(grad_windows).zeros(
-        (n, c, h + 2 * padding, w + 2 * padding), grad_windows.dtype
-    )
-    for i in range(kernel):
-        for j in range(kernel):
-            grad[:, :, i : i + stride * out_h : stride, j : j + stride * out_w : stride] += (
-                grad_windows[..., i, j]
-            )
-    return grad[:, :, padding : padding + h, padding : padding + w]
+def _tap(padded: Array, i: int, j: int, stride: int, out_h: int, out_w: int) -> Array:
+    """The input pixel that kernel position (i, j) sees for every output pixel: (N, C, oh, ow)."""
+    return padded[:, :, i : i + stride * out_h : stride, j : j + stride * out_w : stride]
 
 
 class Conv2D(Layer):
@@ -94,35 +81,46 @@ class Conv2D(Layer):
         return {"weight": (o, i, k, k)} | ({"bias": (o,)} if config.get("bias", True) else {})
 
     def forward(self, x: Array, *, training: bool = False) -> Array:
-        n, c = x.shape[:2]
+        n, c, h, w = x.shape
         if c != self.in_channels:
             raise ValueError(f"Conv2D expects {self.in_channels} input channels, got {c}")
-        k = self.kernel_size
-        windows = _windows(x, k, self.stride, self.padding)  # (N, C, oh, ow, k, k)
-        oh, ow = windows.shape[2:4]
-        cols = windows.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * k * k)
-        out = cols @ self.weight.data.reshape(self.out_channels, -1).T  # (N*oh*ow, out_channels)
+        k, s = self.kernel_size, self.stride
+        oh, ow = _out_size(h, k, s, self.padding), _out_size(w, k, s, self.padding)
+        padded = _pad(x, self.padding)
+        cols = array_namespace(x).empty((n, c, k, k, oh, ow), x.dtype)
+        for i in range(k):  # k*k strided copies, each of a whole batch
+            for j in range(k):
+                cols[:, :, i, j] = _tap(padded, i, j, s, oh, ow)
+        cols = cols.reshape(n, c * k * k, oh * ow)
+        # (out, C*k*k) @ (N, C*k*k, oh*ow): one GEMM per image, already NCHW-contiguous
+        out = self.weight.data.reshape(self.out_channels, -1) @ cols
         if self.bias is not None:
-            out += self.bias.data
+            out += self.bias.data[:, None]
         if training:
             self._cols, self._x_shape = cols, x.shape
-        return out.reshape(n, oh, ow, self.out_channels).transpose(0, 3, 1, 2)
+        return out.reshape(n, self.out_channels, oh, ow)
 
     def backward(self, grad_out: Array, *, input_grad: bool = True) -> Array | None:
-        """dW = g^T cols, db = sum g, dcols = g W, then dx = col2im(dcols)."""
+        """dW = sum_n g_n cols_n^T, db = sum g, dcols = W^T g, then dx = col2im(dcols)."""
         cols = _cached(self._cols, self)
+        xp = array_namespace(cols)
         n, o, oh, ow = grad_out.shape
-        g = grad_out.transpose(0, 2, 3, 1).reshape(n * oh * ow, o)
-        self.weight.grad[...] = (g.T @ cols).reshape(self.weight.data.shape)
+        g = grad_out.reshape(n, o, oh * ow)
+        self.weight.grad[...] = xp.tensordot(g, cols, axes=([0, 2], [0, 2])).reshape(
+            self.weight.data.shape
+        )
         if self.bias is not None:
-            g.sum(axis=0, out=self.bias.grad)
+            g.sum(axis=(0, 2), out=self.bias.grad)
         if not input_grad:
             return None
-        k, c = self.kernel_size, self.in_channels
-        dcols = (g @ self.weight.data.reshape(o, -1)).reshape(n, oh, ow, c, k, k)
-        return _scatter(
-            dcols.transpose(0, 3, 1, 2, 4, 5), self._x_shape, k, self.stride, self.padding
-        )
+        k, s, p = self.kernel_size, self.stride, self.padding
+        _, c, h, w = self._x_shape
+        dcols = (self.weight.data.reshape(o, -1).T @ g).reshape(n, c, k, k, oh, ow)
+        grad = xp.zeros((n, c, h + 2 * p, w + 2 * p), grad_out.dtype)
+        for i in range(k):
+            for j in range(k):
+                _tap(grad, i, j, s, oh, ow)[...] += dcols[:, :, i, j]
+        return grad[:, :, p : p + h, p : p + w]
 
     def config(self) -> dict[str, Any]:
         return {
@@ -158,27 +156,34 @@ class MaxPool2D(_Pool2D):
     _argmax: Array | None = None
 
     def forward(self, x: Array, *, training: bool = False) -> Array:
-        k, p = self.kernel_size, self.padding
-        if p:  # pad with the most negative value, so padding never wins
-            n, c, h, w = x.shape
-            padded = np.full((n, c, h + 2 * p, w + 2 * p), np.finfo(x.dtype).min, x.dtype)
-            padded[:, :, p : p + h, p : p + w] = x
-            windows = _windows(padded, k, self.stride, 0)
-        else:
-            windows = _windows(x, k, self.stride, 0)
-        flat = windows.reshape(*windows.shape[:4], k * k)
-        argmax = flat.argmax(axis=-1)  # (N, C, oh, ow): which window position won
+        k, s, p = self.kernel_size, self.stride, self.padding
+        h, w = x.shape[2:]
+        oh, ow = _out_size(h, k, s, p), _out_size(w, k, s, p)
+        padded = _pad(x, p, np.finfo(x.dtype).min)  # padding never wins
+        best = _tap(padded, 0, 0, s, oh, ow).copy()
+        argmax = np.zeros(best.shape, np.int8 if k * k < 128 else np.int32)
+        for pos in range(1, k * k):  # strictly greater: the first maximum wins ties
+            tap = _tap(padded, pos // k, pos % k, s, oh, ow)
+            better = tap > best
+            np.copyto(best, tap, where=better)
+            np.copyto(argmax, pos, where=better, casting="unsafe")
         if training:
             self._argmax, self._x_shape = argmax, x.shape
-        return np.take_along_axis(flat, argmax[..., None], axis=-1)[..., 0]
+        return best
 
     def backward(self, grad_out: Array, *, input_grad: bool = True) -> Array | None:
         """The gradient goes to the maximum of each window (the first one on ties)."""
         argmax = _cached(self._argmax, self)
-        k = self.kernel_size
-        winners = argmax[..., None] == np.arange(k * k)  # (N, C, oh, ow, k*k)
-        grad_windows = (winners * grad_out[..., None]).reshape(*grad_out.shape, k, k)
-        return _scatter(grad_windows, self._x_shape, k, self.stride, self.padding)
+        k, s, p = self.kernel_size, self.stride, self.padding
+        n, c, h, w = self._x_shape
+        oh, ow = grad_out.shape[2:]
+        grad = np.zeros((n, c, h + 2 * p, w + 2 * p), grad_out.dtype)
+        for pos in range(k * k):
+            won = argmax == pos
+            _tap(grad, pos // k, pos % k, s, oh, ow)[...] += np.multiply(
+                grad_out, won, dtype=grad.dtype
+            )
+        return grad[:, :, p : p + h, p : p + w]
 
 
 class AvgPool2D(_Pool2D):
@@ -187,15 +192,27 @@ class AvgPool2D(_Pool2D):
     _x_shape: tuple[int, ...] | None = None
 
     def forward(self, x: Array, *, training: bool = False) -> Array:
+        k, s, p = self.kernel_size, self.stride, self.padding
+        h, w = x.shape[2:]
+        oh, ow = _out_size(h, k, s, p), _out_size(w, k, s, p)
+        padded = _pad(x, p)
+        total = _tap(padded, 0, 0, s, oh, ow).copy()
+        for pos in range(1, k * k):
+            total += _tap(padded, pos // k, pos % k, s, oh, ow)
         self._x_shape = x.shape
-        return _windows(x, self.kernel_size, self.stride, self.padding).mean(axis=(-2, -1))
+        return total * x.dtype.type(1 / (k * k))
 
     def backward(self, grad_out: Array, *, input_grad: bool = True) -> Array | None:
-        k = self.kernel_size
-        share = grad_out[..., None, None] / (k * k)
-        grad_windows = np.broadcast_to(share, (*grad_out.shape, k, k))
-        assert self._x_shape is not None
-        return _scatter(grad_windows, self._x_shape, k, self.stride, self.padding)
+        k, s, p = self.kernel_size, self.stride, self.padding
+        if self._x_shape is None:
+            raise RuntimeError("AvgPool2D.backward needs forward first")
+        n, c, h, w = self._x_shape
+        oh, ow = grad_out.shape[2:]
+        share = grad_out * grad_out.dtype.type(1 / (k * k))
+        grad = np.zeros((n, c, h + 2 * p, w + 2 * p), grad_out.dtype)
+        for pos in range(k * k):
+            _tap(grad, pos // k, pos % k, s, oh, ow)[...] += share
+        return grad[:, :, p : p + h, p : p + w]
 
 
 class GlobalAvgPool2D(Layer):
