@@ -72,11 +72,14 @@ def test_csv_of_8x8_images(tmp_path, rng):
     [
         (b"", "no data rows"),
         (b"label,pixel1,pixel2,pixel3,pixel4\n", "no data rows"),
-        (b"1,2,3\n", "not a square image"),
-        (b"1,2,3,4,300\n", "line 1: pixel out of range"),
-        (b"1,2,3,4,5\n-1,0,0,0,0\n", "line 2: label out of range"),
-        (b"1,2,3,4,5\n1,2,x,4,5\n", "csv"),
-        (b"1,2,3,4,5\n1,2,3\n", "csv"),
+        (b"1,2,3\n", "line 1: 2 pixel columns is not a square image"),
+        (b"1,2,3,4,300\n", "line 1, column 5: pixel 300 out of range"),
+        (b"1,2,3,4,5\n-1,0,0,0,0\n", "line 2: label -1 out of range"),
+        (b"1,2,3,4,5\n1,2,x,4,5\n", "line 2, column 3: 'x' is not an integer"),
+        (b"1,2,3,4,5\n1,2,3\n", "line 2: 3 columns, expected 5"),
+        (b"h,a\n1,2,3,4,5\n1,2,3,4,5,6\n", "line 3: 6 columns, expected 5"),
+        (b"1,2,3,4,5\n1,2.5,3,4,5\n", "line 2, column 2: '2.5'"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "is not text"),
     ],
 )
 def test_bad_csv_gives_one_clear_error(tmp_path, content, message):

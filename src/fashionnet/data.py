@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,16 +74,22 @@ class Dataset:
     source: str = ""
 
 
-def _read_bytes(path: Path) -> bytes:
+def _check_file(path: Path) -> None:
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected a file")
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if not os.access(path, os.R_OK):
+        raise DataError(f"{path}: permission denied")
+
+
+def _read_bytes(path: Path) -> bytes:
+    _check_file(path)
     try:
         if path.suffix == ".gz":
             with gzip.open(path, "rb") as f:
                 return f.read()
         return path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
     except PermissionError:
         raise DataError(f"{path}: permission denied") from None
     except (OSError, EOFError) as e:  # truncated or corrupt gzip stream
@@ -117,32 +124,114 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     return np.frombuffer(raw, dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
 
 
-def read_csv(path: str | os.PathLike[str]) -> Split:
-    """Read a Kaggle-style CSV: a label column then h*w pixel columns, optional header row."""
+def _first_bad_row(path: Path, rows: list[str], first_line: int) -> DataError:
+    """Scan the rows np.loadtxt refused and say exactly where and what (the error path only)."""
+    width = len(rows[0].split(","))
+    for offset, row in enumerate(rows):
+        cells = row.split(",")
+        where = f"{path}: line {first_line + offset}"
+        if len(cells) != width:
+            return DataError(
+                f"{where}: {len(cells)} columns, expected {width} like line {first_line}"
+            )
+        for col, cell in enumerate(cells, 1):
+            if not cell.strip().isdigit():
+                return DataError(
+                    f"{where}, column {col}: {cell.strip()[:20]!r} is not an integer 0..255"
+                )
+    return DataError(f"{path}: cannot parse the rows from line {first_line} on")
+
+
+def read_csv(path: str | os.PathLike[str], *, n_classes: int | None = None) -> Split:
+    """Read a Kaggle-style CSV: a label column then h*w pixel columns, optional header row.
+
+    Images must be square (h*w = 784 gives 28x28, 64 gives 8x8); labels must lie in
+    0..n_classes-1 (any non-negative integer when n_classes is None).
+    """
     path = Path(path)
-    text = _read_bytes(path).decode("ascii", errors="replace")
-    lines = text.splitlines()
-    skip = 1 if lines and lines[0][:1].isalpha() else 0
-    if len(lines) <= skip:
-        raise DataError(f"{path}: no data rows")
+    raw = _read_bytes(path)
     try:
-        table = np.loadtxt(lines[skip:], delimiter=",", dtype=np.int64, ndmin=2)
-    except ValueError as e:
-        raise DataError(f"{path}: {e} (data rows start at line {skip + 1})") from None
+        text = raw.decode("ascii")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}: line {line}: byte {e.start} is not text (expected a CSV)"
+        ) from None
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    skip = 1 if lines and any(ch.isalpha() for ch in lines[0]) else 0
+    rows = lines[skip:]
+    if not rows:
+        raise DataError(f"{path}: no data rows (expected label,pixel1,...,pixelN lines)")
+    try:
+        table = np.loadtxt(rows, delimiter=",", dtype=np.int64, ndmin=2)
+    except ValueError:
+        raise _first_bad_row(path, rows, skip + 1) from None
     n_pixels = table.shape[1] - 1
     side = round(n_pixels**0.5)
     if n_pixels < 1 or side * side != n_pixels:
         raise DataError(
-            f"{path}: {n_pixels} pixel columns is not a square image (e.g. 784 = 28*28)"
+            f"{path}: line {skip + 1}: {n_pixels} pixel columns is not a square image "
+            f"(expected e.g. 784 = 28x28)"
         )
     pixels, labels = table[:, 1:], table[:, 0]
-    for name, values, hi in (("pixel", pixels, 255), ("label", labels, None)):
-        bad = np.flatnonzero(((values < 0) | (values > hi)).any(axis=-1) if hi else values < 0)
-        if bad.size:
-            raise DataError(
-                f"{path}: line {bad[0] + skip + 1}: {name} out of range (expected 0..{hi or 'K-1'})"
-            )
+    bad = np.flatnonzero(((pixels < 0) | (pixels > 255)).any(axis=1))
+    if bad.size:
+        col = int(np.flatnonzero((pixels[bad[0]] < 0) | (pixels[bad[0]] > 255))[0])
+        value = pixels[bad[0], col]
+        raise DataError(
+            f"{path}: line {bad[0] + skip + 1}, column {col + 2}: pixel {value} out of range 0..255"
+        )
+    _check_labels(path, labels, n_classes, first_line=skip + 1)
     return Split(pixels.astype(np.uint8).reshape(-1, side, side), labels)
+
+
+def _check_labels(
+    path: Path, labels: np.ndarray, n_classes: int | None, first_line: int = 0
+) -> None:
+    hi = None if n_classes is None else n_classes - 1
+    bad = np.flatnonzero(
+        (labels < 0) | (labels > (hi if hi is not None else np.iinfo(np.int64).max))
+    )
+    if bad.size:
+        where = f"line {bad[0] + first_line}" if first_line else f"index {bad[0]}"
+        expected = f"0..{hi}" if hi is not None else ">= 0"
+        raise DataError(
+            f"{path}: {where}: label {labels[bad[0]]} out of range (expected {expected})"
+        )
+
+
+def read_npz(path: str | os.PathLike[str], *, n_classes: int | None = None) -> Split:
+    """An .npz with `x` (uint8, (n, h, w) or (n, h*w) square) and `y` (integer labels)."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = {"x", "y"} - set(npz.files)
+            if missing:
+                raise DataError(f"{path}: no array {sorted(missing)[0]!r} (expected x and y)")
+            x, y = npz["x"], npz["y"]
+    except DataError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path}: not a readable .npz of numbers ({e})") from None
+    if x.dtype != np.uint8:
+        raise DataError(f"{path}: x has dtype {x.dtype}, expected uint8 pixels 0..255")
+    if x.ndim == 2 and round(x.shape[1] ** 0.5) ** 2 == x.shape[1]:
+        side = round(x.shape[1] ** 0.5)
+        x = x.reshape(len(x), side, side)
+    if x.ndim != 3 or x.shape[1] != x.shape[2] or x.shape[1] == 0:
+        raise DataError(f"{path}: x has shape {x.shape}, expected (n, h, w) square images")
+    if y.ndim != 1 or y.dtype.kind not in "iu":
+        raise DataError(
+            f"{path}: y has shape {y.shape} and dtype {y.dtype}, expected (n,) integers"
+        )
+    if len(x) != len(y):
+        raise DataError(f"{path}: {len(x)} images but {len(y)} labels")
+    labels = y.astype(np.int64)
+    _check_labels(path, labels, n_classes)
+    return Split(x, labels)
 
 
 def _find_file(folder: Path, stem: str) -> Path | None:
@@ -152,8 +241,19 @@ def _find_file(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def load_split(folder: Path, split: str) -> Split:
-    """Load 'train' or 't10k'/'test' from a folder of IDX files or Kaggle CSVs."""
+def read_file(path: Path, n_classes: int | None = None) -> Split:
+    """One split from a single file: a Kaggle-style .csv or an .npz of x and y."""
+    if path.suffix == ".npz":
+        return read_npz(path, n_classes=n_classes)
+    if path.suffix in (".csv", ".txt") or path.name.endswith(".csv.gz"):
+        return read_csv(path, n_classes=n_classes)
+    raise DataError(
+        f"{path}: unknown data file type (expected .csv, .npz or a folder of IDX files)"
+    )
+
+
+def load_split(folder: Path, split: str, n_classes: int | None = None) -> Split:
+    """Load 'train' or 'test' from a folder: IDX files, then Kaggle CSV, then <split>.npz."""
     images_stem, labels_stem = IDX_FILES[split]
     images_path, labels_path = _find_file(folder, images_stem), _find_file(folder, labels_stem)
     if images_path and labels_path:
@@ -163,19 +263,34 @@ def load_split(folder: Path, split: str) -> Split:
                 f"{images_path}: expected images (n, h, w) and labels (n,), "
                 f"got {images.shape} and {labels.shape}"
             )
+        if images.dtype != np.uint8 or labels.dtype.kind not in "iu":
+            raise DataError(f"{images_path}: expected uint8 images and integer labels")
         if len(images) != len(labels):
             raise DataError(
                 f"{labels_path}: {len(labels)} labels for {len(images)} images in "
                 f"{images_path.name}"
             )
-        return Split(images.astype(np.uint8, copy=False), labels.astype(np.int64))
-    csv = folder / CSV_FILES[split]
-    if csv.is_file():
-        return read_csv(csv)
+        labels = labels.astype(np.int64)
+        _check_labels(labels_path, labels, n_classes)
+        return Split(images, labels)
+    for name in (CSV_FILES[split], f"{split}.npz"):
+        if (folder / name).is_file():
+            return read_file(folder / name, n_classes)
     raise DataError(
         f"{folder}: no {split} data (expected {images_stem}[.gz] + {labels_stem}[.gz], "
-        f"or {CSV_FILES[split]})"
+        f"{CSV_FILES[split]} or {split}.npz)"
     )
+
+
+def read_class_names(path: Path) -> tuple[str, ...] | None:
+    """classes.txt, one class name per line (label 0 first), if there is one."""
+    if not path.is_file():
+        return None
+    names = tuple(line.strip() for line in _read_bytes(path).decode(errors="replace").splitlines())
+    names = tuple(n for n in names if n)
+    if not names:
+        raise DataError(f"{path}: no class names (expected one per line)")
+    return names
 
 
 def find_data(path: str | os.PathLike[str] | None = None) -> Path:
@@ -196,17 +311,32 @@ def find_data(path: str | os.PathLike[str] | None = None) -> Path:
 
 
 def load_fashion_mnist(path: str | os.PathLike[str] | None = None) -> Dataset:
-    """Training and test splits from a folder (IDX or Kaggle CSV) or a training CSV file.
+    """Training and test splits from a folder (IDX, Kaggle CSV or train/test .npz) or a file.
 
-    A training CSV file's test set is the file of the same name with 'train' replaced by 'test'.
+    A training file's test set is the file of the same name with 'train' replaced by 'test'.
+    Class names come from classes.txt beside the data, else the ten Fashion-MNIST names when
+    the labels fit in 0..9, else the label numbers.
     """
     where = find_data(path)
+    folder = where if where.is_dir() else where.parent
+    names = read_class_names(folder / "classes.txt")
+    n_classes = len(names) if names else None
     if where.is_dir():
-        return Dataset(load_split(where, "train"), load_split(where, "test"), source=str(where))
-    test_csv = where.with_name(where.name.replace("train", "test"))
-    if test_csv == where or not test_csv.is_file():
-        raise DataError(f"{where}: no test file beside it (expected {test_csv.name})")
-    return Dataset(read_csv(where), read_csv(test_csv), source=str(where))
+        train, test = load_split(where, "train", n_classes), load_split(where, "test", n_classes)
+    else:
+        test_file = where.with_name(where.name.replace("train", "test"))
+        if test_file == where or not test_file.is_file():
+            raise DataError(f"{where}: no test file beside it (expected {test_file.name})")
+        train, test = read_file(where, n_classes), read_file(test_file, n_classes)
+    if names is None:
+        k = int(max(train.labels.max(initial=0), test.labels.max(initial=0))) + 1
+        names = CLASS_NAMES if k <= len(CLASS_NAMES) else tuple(str(i) for i in range(k))
+    if train.images.shape[1:] != test.images.shape[1:]:
+        raise DataError(
+            f"{where}: training images are {train.images.shape[1:]}, test images "
+            f"{test.images.shape[1:]}: they must agree"
+        )
+    return Dataset(train, test, class_names=names, source=str(where))
 
 
 def to_float(images: np.ndarray) -> np.ndarray:
