@@ -164,6 +164,9 @@ def read_csv(path: str | os.PathLike[str], *, n_classes: int | None = None) -> S
     rows = lines[skip:]
     if not rows:
         raise DataError(f"{path}: no data rows (expected label,pixel1,...,pixelN lines)")
+    blank = next((i for i, row in enumerate(rows) if not row.strip()), None)
+    if blank is not None:
+        raise DataError(f"{path}: line {blank + skip + 1}: empty row (expected label,pixel1,...)")
     try:
         table = np.loadtxt(rows, delimiter=",", dtype=np.int64, ndmin=2)
     except ValueError:
@@ -207,7 +210,11 @@ def read_npz(path: str | os.PathLike[str], *, n_classes: int | None = None) -> S
     path = Path(path)
     _check_file(path)
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":
+                raise DataError(f"{path}: byte 0: not an .npz archive (expected a zip of x and y)")
+            f.seek(0)
+            npz = np.load(f, allow_pickle=False)
             missing = {"x", "y"} - set(npz.files)
             if missing:
                 raise DataError(f"{path}: no array {sorted(missing)[0]!r} (expected x and y)")
