@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# CI replays the same examples every run (a failure there is then reproducible, not a flake);
+# local runs draw new ones and so keep exploring.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 from fashionnet.data import SYSTEM_DATA_DIR
 from fashionnet.layers import Layer

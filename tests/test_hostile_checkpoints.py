@@ -11,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import write_idx_folder
-from fashionnet.checkpoint import save_checkpoint
+from fashionnet.checkpoint import CheckpointError, load_model, save_checkpoint
 from fashionnet.cli import main
 from fashionnet.model import mlp
 
@@ -145,3 +147,27 @@ def test_huge_declarations_are_refused_before_allocating(corpus):
         assert result.returncode == 2, result.stderr
         assert result.stderr.count("\n") == 1
     assert not canary.exists()
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    changes=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=4),
+    cut=st.one_of(st.none(), st.integers(0, 20_000)),
+)
+def test_mutated_checkpoints_load_or_raise_checkpoint_error(tmp_path, changes, cut):
+    path = tmp_path / "m.npz"
+    if not path.exists():
+        save_checkpoint(path, mlp(6, [4], 3, rng=np.random.default_rng(0)))
+    raw = bytearray(path.read_bytes())
+    for pos, value in changes:
+        raw[pos % len(raw)] = value
+    mutated = tmp_path / "mutated.npz"
+    mutated.write_bytes(bytes(raw[:cut] if cut is not None else raw))
+    try:
+        model = load_model(mutated)
+    except CheckpointError as e:
+        assert "\n" not in str(e)
+    else:  # a mutation the CRCs cannot see (in a header's padding, say) must still give a model
+        assert model.predict(np.zeros((1, 6), np.float32)).shape == (1,)

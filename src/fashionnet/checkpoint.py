@@ -20,6 +20,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from .data import ZIP_ERRORS
 from .layers import Array
 from .model import Sequential
 
@@ -156,12 +157,12 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
         zf = zipfile.ZipFile(path)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
+    except (*ZIP_ERRORS, ValueError) as e:
         raise CheckpointError(f"{path}: not a fashionnet checkpoint ({e})") from None
     with zf:
         try:
             return _read_validated(zf, path)
-        except (zipfile.BadZipFile, OSError, EOFError, KeyError) as e:
+        except ZIP_ERRORS as e:
             raise CheckpointError(f"{path}: corrupt checkpoint ({e})") from None
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import os
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,19 @@ CSV_FILES = {"train": "fashion-mnist_train.csv", "test": "fashion-mnist_test.csv
 # IDX type codes (the third byte of the magic number) -> numpy dtype (big-endian on disk)
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _MAX_IDX_BYTES = 1 << 34  # 16 GiB: anything larger is a corrupt header, refused before allocating
+
+
+# what zipfile raises on damaged or unusual archives (NotImplementedError: an unknown zip
+# version or compression; RuntimeError: an encrypted member; zlib.error: a corrupt stream)
+ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    OSError,
+    EOFError,
+    KeyError,
+    NotImplementedError,
+    RuntimeError,
+    zlib.error,
+)
 
 
 class DataError(ValueError):
@@ -221,7 +235,7 @@ def read_npz(path: str | os.PathLike[str], *, n_classes: int | None = None) -> S
             x, y = npz["x"], npz["y"]
     except DataError:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+    except (*ZIP_ERRORS, ValueError) as e:
         raise DataError(f"{path}: not a readable .npz of numbers ({e})") from None
     if x.dtype != np.uint8:
         raise DataError(f"{path}: x has dtype {x.dtype}, expected uint8 pixels 0..255")
