@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
+from fashionnet.data import SYSTEM_DATA_DIR
+from fashionnet.layers import Layer
+
 # CI replays the same examples every run (a failure there is then reproducible, not a flake);
 # local runs draw new ones and so keep exploring.
 settings.register_profile("ci", derandomize=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
-
-from fashionnet.data import SYSTEM_DATA_DIR
-from fashionnet.layers import Layer
 
 
 @pytest.fixture
