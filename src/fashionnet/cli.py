@@ -14,10 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .checkpoint import (
     CheckpointError,
     export_safetensors,
-    load_model,
     load_model_with_metadata,
 )
 from .data import DataError, load_fashion_mnist, to_float
@@ -115,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
     ex = sub.add_parser("export", help="write a model's weights in another format")
     ex.add_argument("model", type=Path, help="model file (model.npz in a run folder) or run folder")
-    ex.add_argument("--format", choices=["safetensors"], required=True)
+    ex.add_argument("--format", choices=["onnx", "safetensors"], required=True)
     ex.add_argument("out", type=Path, help="output file")
     return parser
 
@@ -246,12 +247,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    model = load_model(_model_path(args.model))
+    model, meta = load_model_with_metadata(_model_path(args.model))
     if args.out.is_dir():
         raise UsageError(f"{args.out}: is a folder, expected an output file name")
     if not args.out.parent.is_dir():
         raise UsageError(f"{args.out}: folder {args.out.parent} does not exist")
-    export_safetensors(args.out, model)
+    if args.format == "onnx":
+        try:
+            from .export import export_onnx
+
+            shape = meta.get("image_shape", [28, 28])
+            export_onnx(args.out, model, n_features=int(np.prod(shape)),
+                        input_scale=float(meta.get("input_scale", 1 / 255)))  # fmt: skip
+        except ImportError:
+            raise UsageError("--format onnx needs the onnx package: pip install onnx") from None
+    else:
+        export_safetensors(args.out, model)
     print(f"wrote {args.out} ({args.format}, {model.n_parameters():,} parameters)")
     return 0
 
