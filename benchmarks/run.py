@@ -149,26 +149,14 @@ def worker_time_to_accuracy(impl: str, threads: int, smoke: bool) -> dict[str, A
 
     if impl in ("fashionnet-mlp", "fashionnet-seed"):
         from fashionnet.augment import make_augment
-        from fashionnet.optim import make_optimizer
-        from fashionnet.recipes import build, make_config
-        from fashionnet.schedules import make_schedule
+        from fashionnet.recipes import build_training, make_config
         from fashionnet.train import evaluate, fit
 
         config = make_config(impl.split("-")[1])
         if smoke:
             config["epochs"] = 2
         rng = np.random.default_rng(0)
-        model = build(config, 784, 10, rng)
-        opt = make_optimizer(
-            config["optimizer"],
-            model.parameters(),
-            lr=config["lr"],
-            weight_decay=config["weight_decay"],
-        )
-        per_epoch = -(-len(x) // config["batch_size"])
-        schedule = make_schedule(
-            {"name": "cosine", "lr": config["lr"], "total_steps": config["epochs"] * per_epoch}
-        )
+        model, opt, schedule = build_training(config, 784, 10, len(x), rng)
         augment = make_augment(config.get("augment"), (28, 28))
         for _ in range(config["epochs"]):
             t0 = time.perf_counter()

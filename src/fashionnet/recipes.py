@@ -20,7 +20,7 @@ from .checkpoint import NonFiniteError, atomic_write, read_checkpoint, save_chec
 from .data import Dataset, load_fashion_mnist, to_float, train_val_split
 from .model import Sequential, mlp
 from .optim import Optimizer, make_optimizer
-from .schedules import make_schedule
+from .schedules import Schedule, make_schedule
 from .train import History, TrainingDiverged, TrainState, evaluate, fit
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -91,6 +91,32 @@ def build(
         batch_norm=config.get("batch_norm", False),
         init=config["init"],
     )
+
+
+def build_training(
+    config: dict[str, Any], n_features: int, n_classes: int, n_train: int, rng: np.random.Generator
+) -> tuple[Sequential, Optimizer, Schedule]:
+    """The model, its optimiser and the learning-rate schedule that `config` describes."""
+    model = build(config, n_features, n_classes, rng)
+    opt_args: dict[str, Any] = {"lr": config["lr"], "weight_decay": config["weight_decay"]}
+    if config["optimizer"] == "sgd":
+        opt_args |= {
+            "momentum": config.get("momentum", 0.9),
+            "nesterov": config.get("nesterov", True),
+        }
+    optimizer = make_optimizer(config["optimizer"], model.parameters(), **opt_args)
+    steps_per_epoch = -(-n_train // config["batch_size"])
+    schedule = make_schedule(
+        {"name": "constant", "lr": config["lr"]}
+        if config["schedule"] == "constant"
+        else {
+            "name": "cosine",
+            "lr": config["lr"],
+            "total_steps": config["epochs"] * steps_per_epoch,
+            "warmup_steps": config["warmup_epochs"] * steps_per_epoch,
+        }
+    )
+    return model, optimizer, schedule
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -172,7 +198,7 @@ def train_run(
     The run folder gets last.npz (every epoch, and every `checkpoint_every` steps) and best.npz
     (the best validation epoch so far). With `resume`, training continues from last.npz exactly.
     `on_start` receives the training state before the first step (to set `stop_requested` from a
-    signal handler); a stopped run returns {"interrupted": True, ...} with last.npz saved.
+    signal handler); a stopped run returns {"interrupted": <signal name>, ...}, last.npz saved.
     """
     data = data if data is not None else load_fashion_mnist(config.get("data"))
     rng = np.random.default_rng(config["seed"])
@@ -186,24 +212,8 @@ def train_run(
     checksum = data_checksum(train.images, train.labels)
     train, val = train_val_split(train, config["val_size"], rng)
     x, y = to_float(train.images), train.labels
-    model = build(config, x.shape[1], len(data.class_names), rng)
-    opt_args: dict[str, Any] = {"lr": config["lr"], "weight_decay": config["weight_decay"]}
-    if config["optimizer"] == "sgd":
-        opt_args |= {
-            "momentum": config.get("momentum", 0.9),
-            "nesterov": config.get("nesterov", True),
-        }
-    optimizer = make_optimizer(config["optimizer"], model.parameters(), **opt_args)
-    steps_per_epoch = -(-len(x) // config["batch_size"])
-    schedule = make_schedule(
-        {"name": "constant", "lr": config["lr"]}
-        if config["schedule"] == "constant"
-        else {
-            "name": "cosine",
-            "lr": config["lr"],
-            "total_steps": config["epochs"] * steps_per_epoch,
-            "warmup_steps": config["warmup_epochs"] * steps_per_epoch,
-        }
+    model, optimizer, schedule = build_training(
+        config, x.shape[1], len(data.class_names), len(x), rng
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     last = out_dir / "last.npz"
