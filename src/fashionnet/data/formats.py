@@ -1,6 +1,7 @@
-"""Bytes -> arrays: the official IDX files, the Kaggle CSV, finding the data, splits and batches.
+"""Bytes -> arrays for each file format: IDX (raw or .gz), Kaggle-style CSV, NPZ.
 
-Imports nothing else of fashionnet, so it can be used on its own.
+Every reader returns exactly what the file holds or raises DataError with one line naming the
+file and the line, column or byte where it went wrong.
 """
 
 from __future__ import annotations
@@ -9,37 +10,10 @@ import gzip
 import os
 import zipfile
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-CLASS_NAMES: tuple[str, ...] = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
-
-SYSTEM_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
-ENV_VAR = "FASHIONNET_DATA"
-HOW_TO_GET_DATA = (
-    "install it with 'apt-get install dataset-fashion-mnist' (Debian/Ubuntu), "
-    f"or pass --data PATH / set {ENV_VAR} to a folder of the four IDX files or the Kaggle CSVs"
-)
-
-IDX_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-CSV_FILES = {"train": "fashion-mnist_train.csv", "test": "fashion-mnist_test.csv"}
 
 # IDX type codes (the third byte of the magic number) -> numpy dtype (big-endian on disk)
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -78,14 +52,6 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.labels)
-
-
-@dataclass(frozen=True)
-class Dataset:
-    train: Split
-    test: Split
-    class_names: tuple[str, ...] = CLASS_NAMES
-    source: str = ""
 
 
 def _check_file(path: Path) -> None:
@@ -253,140 +219,3 @@ def read_npz(path: str | os.PathLike[str], *, n_classes: int | None = None) -> S
     labels = y.astype(np.int64)
     _check_labels(path, labels, n_classes)
     return Split(x, labels)
-
-
-def _find_file(folder: Path, stem: str) -> Path | None:
-    for name in (stem, stem + ".gz"):
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
-
-def read_file(path: Path, n_classes: int | None = None) -> Split:
-    """One split from a single file: a Kaggle-style .csv or an .npz of x and y."""
-    if path.suffix == ".npz":
-        return read_npz(path, n_classes=n_classes)
-    if path.suffix in (".csv", ".txt") or path.name.endswith(".csv.gz"):
-        return read_csv(path, n_classes=n_classes)
-    raise DataError(
-        f"{path}: unknown data file type (expected .csv, .npz or a folder of IDX files)"
-    )
-
-
-def load_split(folder: Path, split: str, n_classes: int | None = None) -> Split:
-    """Load 'train' or 'test' from a folder: IDX files, then Kaggle CSV, then <split>.npz."""
-    images_stem, labels_stem = IDX_FILES[split]
-    images_path, labels_path = _find_file(folder, images_stem), _find_file(folder, labels_stem)
-    if images_path and labels_path:
-        images, labels = read_idx(images_path), read_idx(labels_path)
-        if images.ndim != 3 or labels.ndim != 1:
-            raise DataError(
-                f"{images_path}: expected images (n, h, w) and labels (n,), "
-                f"got {images.shape} and {labels.shape}"
-            )
-        if images.dtype != np.uint8 or labels.dtype.kind not in "iu":
-            raise DataError(f"{images_path}: expected uint8 images and integer labels")
-        if len(images) != len(labels):
-            raise DataError(
-                f"{labels_path}: {len(labels)} labels for {len(images)} images in "
-                f"{images_path.name}"
-            )
-        labels = labels.astype(np.int64)
-        _check_labels(labels_path, labels, n_classes)
-        return Split(images, labels)
-    for name in (CSV_FILES[split], f"{split}.npz"):
-        if (folder / name).is_file():
-            return read_file(folder / name, n_classes)
-    raise DataError(
-        f"{folder}: no {split} data (expected {images_stem}[.gz] + {labels_stem}[.gz], "
-        f"{CSV_FILES[split]} or {split}.npz)"
-    )
-
-
-def read_class_names(path: Path) -> tuple[str, ...] | None:
-    """classes.txt, one class name per line (label 0 first), if there is one."""
-    if not path.is_file():
-        return None
-    names = tuple(line.strip() for line in _read_bytes(path).decode(errors="replace").splitlines())
-    names = tuple(n for n in names if n)
-    if not names:
-        raise DataError(f"{path}: no class names (expected one per line)")
-    return names
-
-
-def find_data(path: str | os.PathLike[str] | None = None) -> Path:
-    """Where the data is: PATH if given, else $FASHIONNET_DATA, else Debian's dataset folder."""
-    if path is not None:
-        found = Path(path)
-        if not found.exists():
-            raise DataError(f"{found}: no such file or folder; {HOW_TO_GET_DATA}")
-        return found
-    env = os.environ.get(ENV_VAR)
-    if env:
-        if not Path(env).exists():
-            raise DataError(f"{ENV_VAR}={env}: no such file or folder; {HOW_TO_GET_DATA}")
-        return Path(env)
-    if SYSTEM_DATA_DIR.is_dir():
-        return SYSTEM_DATA_DIR
-    raise DataError(f"no Fashion-MNIST data found; {HOW_TO_GET_DATA}")
-
-
-def load_fashion_mnist(path: str | os.PathLike[str] | None = None) -> Dataset:
-    """Training and test splits from a folder (IDX, Kaggle CSV or train/test .npz) or a file.
-
-    A training file's test set is the file of the same name with 'train' replaced by 'test'.
-    Class names come from classes.txt beside the data, else the ten Fashion-MNIST names when
-    the labels fit in 0..9, else the label numbers.
-    """
-    where = find_data(path)
-    folder = where if where.is_dir() else where.parent
-    names = read_class_names(folder / "classes.txt")
-    n_classes = len(names) if names else None
-    if where.is_dir():
-        train, test = load_split(where, "train", n_classes), load_split(where, "test", n_classes)
-    else:
-        test_file = where.with_name(where.name.replace("train", "test"))
-        if test_file == where or not test_file.is_file():
-            raise DataError(f"{where}: no test file beside it (expected {test_file.name})")
-        train, test = read_file(where, n_classes), read_file(test_file, n_classes)
-    if names is None:
-        k = int(max(train.labels.max(initial=0), test.labels.max(initial=0))) + 1
-        names = CLASS_NAMES if k <= len(CLASS_NAMES) else tuple(str(i) for i in range(k))
-    if train.images.shape[1:] != test.images.shape[1:]:
-        raise DataError(
-            f"{where}: training images are {train.images.shape[1:]}, test images "
-            f"{test.images.shape[1:]}: they must agree"
-        )
-    return Dataset(train, test, class_names=names, source=str(where))
-
-
-def to_float(images: np.ndarray) -> np.ndarray:
-    """uint8 (n, h, w) -> float32 (n, h*w) in [0, 1]."""
-    return (images.reshape(len(images), -1) * np.float32(1 / 255)).astype(np.float32, copy=False)
-
-
-def train_val_split(split: Split, val_size: int, rng: np.random.Generator) -> tuple[Split, Split]:
-    """Carve a validation set of val_size images from split, after a seeded shuffle."""
-    if not 0 <= val_size < len(split):
-        raise ValueError(f"val_size must be in [0, {len(split)}), got {val_size}")
-    order = rng.permutation(len(split))
-    val, train = order[:val_size], order[val_size:]
-    return (
-        Split(split.images[train], split.labels[train]),
-        Split(split.images[val], split.labels[val]),
-    )
-
-
-def iterate_batches(
-    x: np.ndarray, y: np.ndarray, batch_size: int, *, rng: np.random.Generator | None = None
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(x, y) minibatches; shuffled with rng when given. The last batch may be smaller."""
-    n = len(x)
-    if rng is None:
-        for start in range(0, n, batch_size):
-            yield x[start : start + batch_size], y[start : start + batch_size]
-        return
-    order = rng.permutation(n)
-    for start in range(0, n, batch_size):
-        idx = order[start : start + batch_size]
-        yield x[idx], y[idx]

@@ -1,0 +1,48 @@
+"""Bytes -> arrays: the formats users bring, finding the data, splits and batches.
+
+formats: IDX, CSV and NPZ readers with one-line errors; load: discovery, train/test splits,
+class names, float conversion, validation split, batches. Imports nothing else of fashionnet.
+"""
+
+from .formats import ZIP_ERRORS, DataError, Split, read_csv, read_idx, read_npz
+from .load import (
+    CLASS_NAMES,
+    CSV_FILES,
+    ENV_VAR,
+    HOW_TO_GET_DATA,
+    IDX_FILES,
+    SYSTEM_DATA_DIR,
+    Dataset,
+    find_data,
+    iterate_batches,
+    load_fashion_mnist,
+    load_split,
+    read_class_names,
+    read_file,
+    to_float,
+    train_val_split,
+)
+
+__all__ = [
+    "CLASS_NAMES",
+    "CSV_FILES",
+    "ENV_VAR",
+    "HOW_TO_GET_DATA",
+    "IDX_FILES",
+    "SYSTEM_DATA_DIR",
+    "ZIP_ERRORS",
+    "DataError",
+    "Dataset",
+    "Split",
+    "find_data",
+    "iterate_batches",
+    "load_fashion_mnist",
+    "load_split",
+    "read_class_names",
+    "read_csv",
+    "read_file",
+    "read_idx",
+    "read_npz",
+    "to_float",
+    "train_val_split",
+]
