@@ -21,7 +21,8 @@ from .checkpoint import (
     export_safetensors,
     load_model_with_metadata,
 )
-from .data import DataError, load_fashion_mnist, to_float
+from .data import DataError, Dataset, find_data, load_fashion_mnist, to_float, write_dataset
+from .data.integrity import verify_folder
 from .metrics import report
 from .recipes import PRESETS, make_config, train_run
 from .train import TrainingDiverged, TrainState, evaluate
@@ -114,6 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", help="folder of IDX files or Kaggle CSVs, or a training CSV")
     ev.add_argument("--limit", type=_positive_int, help="use only the first N test images")
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
+    da = sub.add_parser("data", help="inspect, check and convert datasets")
+    dsub = da.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    info = dsub.add_parser("info", help="format, counts, image size and classes of a dataset")
+    info.add_argument("path", nargs="?", help="dataset folder or training file (default: found)")
+    verify = dsub.add_parser("verify", help="check the official files against their checksums")
+    verify.add_argument("path", nargs="?", help="folder of the IDX files (default: found)")
+    conv = dsub.add_parser("convert", help="write a dataset in another format")
+    conv.add_argument("path", help="dataset folder or training file")
+    conv.add_argument("out", type=Path, help="new folder for the converted train and test files")
+    conv.add_argument("--format", choices=["idx", "csv", "npz"], required=True)
+
     ex = sub.add_parser("export", help="write a model's weights in another format")
     ex.add_argument("model", type=Path, help="model file (model.npz in a run folder) or run folder")
     ex.add_argument("--format", choices=["onnx", "safetensors"], required=True)
@@ -183,7 +195,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UsageError(f"--out {out}: exists and is not a folder")
         if (out / "last.npz").exists():
             raise UsageError(f"--out {out}: holds a run already; continue it with --resume {out}")
-    data = load_fashion_mnist(config.get("data"))
+    data = _load_data(config.get("data"))
     if config["val_size"] >= min(len(data.train), config["limit"] or len(data.train)):
         raise UsageError(f"--val-size {config['val_size']}: must be smaller than the training set")
     if not args.quiet:
@@ -216,7 +228,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     model, meta = load_model_with_metadata(_model_path(args.model))
-    data = load_fashion_mnist(args.data)
+    data = _load_data(args.data)
     images, labels = data.test.images[: args.limit], data.test.labels[: args.limit]
     expected = tuple(meta.get("image_shape", images.shape[1:]))
     if images.shape[1:] != expected:
@@ -267,7 +279,49 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "export": cmd_export}
+def _load_data(path: str | None) -> Dataset:
+    data = load_fashion_mnist(path)
+    for note in data.warnings:
+        print(f"fashionnet: warning: {note}", file=sys.stderr)
+    return data
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    if args.data_command == "verify":
+        folder = find_data(args.path)
+        folder = folder if folder.is_dir() else folder.parent
+        checks = verify_folder(folder)
+        if not checks:
+            raise UsageError(f"{folder}: no official Fashion-MNIST IDX files to verify")
+        for check in checks:
+            print(check.line())
+        return 0 if all(c.ok for c in checks) else 1
+    data = load_fashion_mnist(args.path)
+    if args.data_command == "info":
+        print(f"data {data.source}")
+        for name, split in (("train", data.train), ("test", data.test)):
+            counts = np.bincount(split.labels, minlength=len(data.class_names))
+            per_class = ", ".join(
+                f"{n} {c}" for n, c in zip(data.class_names, counts, strict=False)
+            )
+            h, w = split.images.shape[1:]
+            print(f"{name}: {len(split)} images {h}x{w} {split.images.dtype}; {per_class}")
+        for note in data.warnings:
+            print(f"warning: {note}")
+        return 0
+    write_dataset(args.out, data, args.format)
+    print(
+        f"wrote {args.out} ({args.format}: {len(data.train)} train, {len(data.test)} test images)"
+    )
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "export": cmd_export,
+    "data": cmd_data,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from .load import (
     read_file,
     to_float,
     train_val_split,
+    write_dataset,
 )
 
 __all__ = [
@@ -45,4 +46,5 @@ __all__ = [
     "read_npz",
     "to_float",
     "train_val_split",
+    "write_dataset",
 ]

@@ -79,7 +79,11 @@ def _read_bytes(path: Path) -> bytes:
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an IDX file (raw or .gz) exactly as stored: shape and dtype from its header."""
     path = Path(path)
-    raw = _read_bytes(path)
+    return parse_idx(_read_bytes(path), path)
+
+
+def parse_idx(raw: bytes, path: Path) -> np.ndarray:
+    """The array an IDX file's (decompressed) bytes hold; errors name `path`."""
     if len(raw) < 4:
         raise DataError(f"{path}: {len(raw)} bytes, too short for an IDX header (4 bytes)")
     zero0, zero1, code, ndim = raw[:4]
@@ -219,3 +223,29 @@ def read_npz(path: str | os.PathLike[str], *, n_classes: int | None = None) -> S
     labels = y.astype(np.int64)
     _check_labels(path, labels, n_classes)
     return Split(x, labels)
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """`array` as an IDX file (uint8 or int32), gzip-compressed when the name ends in .gz."""
+    codes = {np.dtype(np.uint8): 0x08, np.dtype(np.int32): 0x0C}
+    if array.dtype not in codes:
+        raise ValueError(f"IDX output takes uint8 or int32 arrays, got {array.dtype}")
+    header = (
+        bytes([0, 0, codes[array.dtype], array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+    )
+    raw = header + np.ascontiguousarray(array, dtype=array.dtype.newbyteorder(">")).tobytes()
+    path.write_bytes(gzip.compress(raw, mtime=0) if path.suffix == ".gz" else raw)
+
+
+def write_csv(path: Path, split: Split) -> None:
+    """Kaggle layout: a header, then label,pixel1..pixelN per image."""
+    n_pixels = split.images[0].size if len(split) else 0
+    table = np.column_stack([split.labels, split.images.reshape(len(split), -1)])
+    with open(path, "w") as f:
+        f.write("label," + ",".join(f"pixel{i}" for i in range(1, n_pixels + 1)) + "\n")
+        np.savetxt(f, table, fmt="%d", delimiter=",")
+
+
+def write_npz(path: Path, split: Split) -> None:
+    with open(path, "wb") as f:
+        np.savez(f, x=split.images, y=split.labels)

@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .formats import DataError, Split, _check_labels, _read_bytes, read_csv, read_idx, read_npz
+from .formats import (
+    DataError,
+    Split,
+    _check_labels,
+    _read_bytes,
+    parse_idx,
+    read_csv,
+    read_npz,
+    write_csv,
+    write_idx,
+    write_npz,
+)
+from .integrity import check_idx_bytes
 
 CLASS_NAMES: tuple[str, ...] = (
     "T-shirt/top",
@@ -44,6 +58,7 @@ class Dataset:
     test: Split
     class_names: tuple[str, ...] = CLASS_NAMES
     source: str = ""
+    warnings: tuple[str, ...] = ()  # e.g. an official file whose checksum does not match
 
 
 def _find_file(folder: Path, stem: str) -> Path | None:
@@ -64,12 +79,25 @@ def read_file(path: Path, n_classes: int | None = None) -> Split:
     )
 
 
-def load_split(folder: Path, split: str, n_classes: int | None = None) -> Split:
-    """Load 'train' or 'test' from a folder: IDX files, then Kaggle CSV, then <split>.npz."""
+def load_split(
+    folder: Path, split: str, n_classes: int | None = None, notes: list[str] | None = None
+) -> Split:
+    """Load 'train' or 'test' from a folder: IDX files, then Kaggle CSV, then <split>.npz.
+
+    Official IDX files are checked against their known checksums; a mismatch adds a line to
+    `notes` (the data still loads: it may be a deliberately modified copy).
+    """
     images_stem, labels_stem = IDX_FILES[split]
     images_path, labels_path = _find_file(folder, images_stem), _find_file(folder, labels_stem)
     if images_path and labels_path:
-        images, labels = read_idx(images_path), read_idx(labels_path)
+        arrays = []
+        for path in (images_path, labels_path):
+            raw = _read_bytes(path)
+            check = check_idx_bytes(path, raw)
+            if check is not None and not check.ok and notes is not None:
+                notes.append(f"{path}: {check.detail}: damaged, or not the official file")
+            arrays.append(parse_idx(raw, path))
+        images, labels = arrays
         if images.ndim != 3 or labels.ndim != 1:
             raise DataError(
                 f"{images_path}: expected images (n, h, w) and labels (n,), "
@@ -133,8 +161,10 @@ def load_fashion_mnist(path: str | os.PathLike[str] | None = None) -> Dataset:
     folder = where if where.is_dir() else where.parent
     names = read_class_names(folder / "classes.txt")
     n_classes = len(names) if names else None
+    notes: list[str] = []
     if where.is_dir():
-        train, test = load_split(where, "train", n_classes), load_split(where, "test", n_classes)
+        train = load_split(where, "train", n_classes, notes)
+        test = load_split(where, "test", n_classes, notes)
     else:
         test_file = where.with_name(where.name.replace("train", "test"))
         if test_file == where or not test_file.is_file():
@@ -148,7 +178,7 @@ def load_fashion_mnist(path: str | os.PathLike[str] | None = None) -> Dataset:
             f"{where}: training images are {train.images.shape[1:]}, test images "
             f"{test.images.shape[1:]}: they must agree"
         )
-    return Dataset(train, test, class_names=names, source=str(where))
+    return Dataset(train, test, class_names=names, source=str(where), warnings=tuple(notes))
 
 
 def to_float(images: np.ndarray) -> np.ndarray:
@@ -181,3 +211,42 @@ def iterate_batches(
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]
         yield x[idx], y[idx]
+
+
+def write_dataset(out: Path, data: Dataset, fmt: str) -> None:
+    """Train and test splits (and classes.txt) into the new folder `out`, all or nothing.
+
+    Everything is written into a hidden temporary folder beside `out`, renamed into place
+    when complete; on any error nothing is left behind.
+    """
+    if out.exists():
+        raise DataError(f"{out}: already exists; give a new folder")
+    if not out.parent.is_dir():
+        raise DataError(f"{out}: folder {out.parent} does not exist")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for name, split in (("train", data.train), ("test", data.test)):
+            if fmt == "idx":
+                images, labels = IDX_FILES[name]
+                write_idx(tmp / f"{images}.gz", split.images)
+                write_idx(
+                    tmp / f"{labels}.gz",
+                    split.labels.astype(
+                        np.uint8 if split.labels.max(initial=0) < 256 else np.int32
+                    ),
+                )
+            elif fmt == "csv":
+                write_csv(tmp / CSV_FILES[name], split)
+            elif fmt == "npz":
+                write_npz(tmp / f"{name}.npz", split)
+            else:
+                raise ValueError(f"format must be idx, csv or npz, got {fmt!r}")
+        if data.class_names != CLASS_NAMES:
+            (tmp / "classes.txt").write_text("\n".join(data.class_names) + "\n")
+        mask = os.umask(0)
+        os.umask(mask)
+        tmp.chmod(0o777 & ~mask)  # mkdtemp makes 0700; give the folder the usual mode
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,99 @@
+"""fashionnet data verify / info / convert, and checksum warnings on every load."""
+
+import gzip
+
+import numpy as np
+import pytest
+
+from conftest import write_idx_folder
+from fashionnet.cli import main
+from fashionnet.data import load_fashion_mnist
+from fashionnet.data.integrity import IDX_MD5
+
+
+@pytest.mark.realdata
+def test_verify_passes_on_the_real_files(real_data, capsys):
+    assert main(["data", "verify", str(real_data)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and all(line.startswith("ok") for line in lines)
+    assert load_fashion_mnist(real_data).warnings == ()
+
+
+@pytest.mark.realdata
+def test_a_one_bit_flip_is_noticed_on_every_load(real_data, tmp_path, capsys):
+    for path in real_data.iterdir():
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    labels = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(labels.read_bytes()))
+    raw[5000] ^= 0x01  # one label changes from k to k^1: still a valid file
+    labels.write_bytes(gzip.compress(bytes(raw)))
+    assert main(["data", "verify", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "MISMATCH" in out and "t10k-labels" in out
+    argv = ["train", "--data", str(tmp_path), "--limit", "300", "--val-size", "50", "--epochs",
+            "1", "--hidden", "8", "--out", str(tmp_path / "run"), "--quiet"]  # fmt: skip
+    assert main(argv) == 0  # the data still loads: a modified copy may be deliberate
+    err = capsys.readouterr().err
+    assert "warning" in err and "t10k-labels-idx1-ubyte.gz" in err and "not the official" in err
+
+
+def test_verify_knows_the_four_official_files():
+    assert sorted(IDX_MD5) == sorted(
+        ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+         "t10k-labels-idx1-ubyte"]
+    )  # fmt: skip
+
+
+def test_verify_without_official_files_is_one_line(tmp_path, capsys):
+    assert main(["data", "verify", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_info_lists_counts_per_class(tmp_path, capsys):
+    write_idx_folder(tmp_path, np.random.default_rng(0), n_train=30, n_test=10)
+    assert main(["data", "info", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "train: 30 images 28x28 uint8" in out and "test: 10 images" in out and "Ankle boot" in out
+    )
+
+
+@pytest.mark.parametrize("fmt", ["idx", "csv", "npz"])
+def test_convert_round_trips_every_format(fmt, tmp_path, capsys):
+    write_idx_folder(tmp_path / "src", np.random.default_rng(0), n_train=30, n_test=10)
+    (tmp_path / "src" / "classes.txt").write_text("\n".join(f"class {i}" for i in range(10)))
+    assert (
+        main(["data", "convert", str(tmp_path / "src"), str(tmp_path / "out"), "--format", fmt])
+        == 0
+    )
+    a, b = load_fashion_mnist(tmp_path / "src"), load_fashion_mnist(tmp_path / "out")
+    for name in ("train", "test"):
+        np.testing.assert_array_equal(getattr(a, name).images, getattr(b, name).images)
+        np.testing.assert_array_equal(getattr(a, name).labels, getattr(b, name).labels)
+    assert b.class_names == a.class_names
+    assert (tmp_path / "out").stat().st_mode & 0o777 != 0o700
+
+
+def test_convert_leaves_nothing_when_it_fails(tmp_path, monkeypatch, capsys):
+    from fashionnet.data import load
+
+    write_idx_folder(tmp_path / "src", np.random.default_rng(0), n_train=30, n_test=10)
+
+    def disk_full(path, split):
+        path.write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(load, "write_npz", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        main(["data", "convert", str(tmp_path / "src"), str(tmp_path / "out"), "--format", "npz"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_convert_refuses_an_existing_folder(tmp_path, capsys):
+    write_idx_folder(tmp_path / "src", np.random.default_rng(0), n_train=30, n_test=10)
+    (tmp_path / "out").mkdir()
+    assert (
+        main(["data", "convert", str(tmp_path / "src"), str(tmp_path / "out"), "--format", "csv"])
+        == 2
+    )
+    assert "already exists" in capsys.readouterr().err
