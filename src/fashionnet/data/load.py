@@ -95,7 +95,10 @@ def load_split(
             raw = _read_bytes(path)
             check = check_idx_bytes(path, raw)
             if check is not None and not check.ok and notes is not None:
-                notes.append(f"{path}: {check.detail}: damaged, or not the official file")
+                notes.append(
+                    f"{path}: {check.detail}: damaged, or not the official Fashion-MNIST file "
+                    f"(expected for other datasets under the same names, such as MNIST)"
+                )
             arrays.append(parse_idx(raw, path))
         images, labels = arrays
         if images.ndim != 3 or labels.ndim != 1:
