@@ -21,7 +21,16 @@ from .checkpoint import (
     export_safetensors,
     load_model_with_metadata,
 )
-from .data import DataError, Dataset, find_data, load_fashion_mnist, to_float, write_dataset
+from .data import (
+    ENV_VAR,
+    DataError,
+    Dataset,
+    find_data,
+    load_fashion_mnist,
+    to_float,
+    write_dataset,
+)
+from .data.download import download
 from .data.integrity import verify_folder
 from .metrics import report
 from .recipes import PRESETS, make_config, train_run
@@ -121,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("path", nargs="?", help="dataset folder or training file (default: found)")
     verify = dsub.add_parser("verify", help="check the official files against their checksums")
     verify.add_argument("path", nargs="?", help="folder of the IDX files (default: found)")
+    dl = dsub.add_parser("download", help="fetch the four official files (needs internet)")
+    dl.add_argument("--dir", type=Path, help="destination (default: the user cache folder)")
+    dl.add_argument("--url", default=None, help="mirror to fetch from (default: the official one)")
     conv = dsub.add_parser("convert", help="write a dataset in another format")
     conv.add_argument("path", help="dataset folder or training file")
     conv.add_argument("out", type=Path, help="new folder for the converted train and test files")
@@ -296,6 +308,11 @@ def cmd_data(args: argparse.Namespace) -> int:
         for check in checks:
             print(check.line())
         return 0 if all(c.ok for c in checks) else 1
+    if args.data_command == "download":
+        kwargs = {"base_url": args.url} if args.url else {}
+        folder = download(args.dir, log=print, **kwargs)
+        print(f"done: {folder} (use it with --data {folder} or {ENV_VAR}={folder})")
+        return 0
     data = load_fashion_mnist(args.path)
     if args.data_command == "info":
         print(f"data {data.source}")

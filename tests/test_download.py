@@ -1,0 +1,123 @@
+"""`fashionnet data download` against a server on 127.0.0.1 (never a real host): the Debian
+files, a truncated one, a corrupted one, and a connection that drops half-way, then resumes."""
+
+import shutil
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from fashionnet.cli import main
+from fashionnet.data import load_fashion_mnist
+from fashionnet.data.integrity import GZ_MD5
+
+
+class RangeHandler(SimpleHTTPRequestHandler):
+    """Serves files with Range support; `drop_after` cuts the first response after N bytes."""
+
+    drop_after: ClassVar[int | None] = None
+    requests: ClassVar[list[str]] = []
+
+    def log_message(self, *args):  # keep the test output clean
+        pass
+
+    def do_GET(self):
+        path = Path(self.translate_path(self.path))
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        start = 0
+        rng = self.headers.get("Range")
+        self.requests.append(f"{path.name} {rng or ''}".strip())
+        if rng:
+            start = int(rng.removeprefix("bytes=").split("-")[0])
+            if start >= len(data):
+                self.send_error(416)
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        cut = type(self).drop_after
+        if cut is not None:
+            type(self).drop_after = None
+            self.wfile.write(body[:cut])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def server(tmp_path, real_data):
+    root = tmp_path / "mirror"
+    root.mkdir()
+    for name in GZ_MD5:
+        shutil.copy(real_data / name, root / name)
+    RangeHandler.requests = []
+    RangeHandler.drop_after = None
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(RangeHandler, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def download(url, dest):
+    return main(["data", "download", "--dir", str(dest), "--url", url])
+
+
+@pytest.mark.realdata
+def test_download_verifies_and_loads(server, tmp_path, capsys):
+    _, url = server
+    dest = tmp_path / "cache"
+    assert download(url, dest) == 0
+    assert sorted(p.name for p in dest.iterdir()) == sorted(GZ_MD5)
+    assert len(load_fashion_mnist(dest).train) == 60000
+    assert download(url, dest) == 0  # a second run checks and keeps them
+    assert "already here" in capsys.readouterr().out
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("damage", ["truncated", "corrupted"])
+def test_a_damaged_file_is_refused_and_not_kept(damage, server, tmp_path, capsys):
+    root, url = server
+    victim = root / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(victim.read_bytes())
+    if damage == "truncated":
+        raw = raw[: len(raw) // 2]
+    else:
+        raw[len(raw) // 2] ^= 0xFF
+    victim.write_bytes(bytes(raw))
+    dest = tmp_path / "cache"
+    assert download(url, dest) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "t10k-labels-idx1-ubyte.gz" in err and "refused" in err
+    assert not (dest / victim.name).exists() and not list(dest.glob("*.part"))
+
+
+@pytest.mark.realdata
+def test_an_interrupted_download_resumes(server, tmp_path, capsys):
+    _, url = server
+    dest = tmp_path / "cache"
+    RangeHandler.drop_after = 1_000_000  # the first file stops after 1 MB
+    assert download(url, dest) == 2
+    assert "run again to resume" in capsys.readouterr().err
+    part = dest / "train-images-idx3-ubyte.gz.part"
+    assert part.stat().st_size == 1_000_000
+    assert download(url, dest) == 0
+    assert "train-images-idx3-ubyte.gz bytes=1000000-" in RangeHandler.requests
+    assert sorted(p.name for p in dest.iterdir()) == sorted(GZ_MD5)
+
+
+def test_no_server_is_one_line(tmp_path, capsys):
+    assert download("http://127.0.0.1:9/", tmp_path / "cache") == 2  # port 9: nothing listens
+    assert capsys.readouterr().err.count("\n") == 1
