@@ -18,6 +18,7 @@ from .formats import (
     _read_bytes,
     parse_idx,
     read_csv,
+    read_image_folder,
     read_npz,
     write_csv,
     write_idx,
@@ -154,7 +155,8 @@ def find_data(path: str | os.PathLike[str] | None = None) -> Path:
 
 
 def load_fashion_mnist(path: str | os.PathLike[str] | None = None) -> Dataset:
-    """Training and test splits from a folder (IDX, Kaggle CSV or train/test .npz) or a file.
+    """Training and test splits from a folder (IDX, Kaggle CSV, train/test .npz, or train/ and
+    test/ folders of images in one sub-folder per class) or a training file.
 
     A training file's test set is the file of the same name with 'train' replaced by 'test'.
     Class names come from classes.txt beside the data, else the ten Fashion-MNIST names when
@@ -165,7 +167,12 @@ def load_fashion_mnist(path: str | os.PathLike[str] | None = None) -> Dataset:
     names = read_class_names(folder / "classes.txt")
     n_classes = len(names) if names else None
     notes: list[str] = []
-    if where.is_dir():
+    if (where / "train").is_dir() and (where / "test").is_dir():  # image folders, per class
+        train, names = read_image_folder(where / "train", class_names=names)
+        test, _ = read_image_folder(
+            where / "test", class_names=names, size=train.images.shape[2:0:-1]
+        )
+    elif where.is_dir():
         train = load_split(where, "train", n_classes, notes)
         test = load_split(where, "test", n_classes, notes)
     else:

@@ -1,0 +1,62 @@
+"""Datasets as folders of images: train/<class>/*.png and test/<class>/*.png."""
+
+import numpy as np
+import pytest
+
+from fashionnet.cli import main
+from fashionnet.data import DataError, load_fashion_mnist
+
+Image = pytest.importorskip("PIL.Image")
+
+
+def write_images(root, rng, n_per_class=12, size=28, rgb_size=None):
+    """Three classes told apart by brightness; the test split is RGB at another size."""
+    for split, count in (("train", n_per_class), ("test", 4)):
+        for label, name in enumerate(("dark", "grey", "light")):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                level = 40 + 80 * label
+                pixels = np.clip(rng.normal(level, 10, (size, size)), 0, 255).astype(np.uint8)
+                image = Image.fromarray(pixels)
+                if split == "test" and rgb_size:
+                    image = image.convert("RGB").resize((rgb_size, rgb_size))
+                image.save(folder / f"{i}.png")
+
+
+def test_image_folders_load_in_class_order(tmp_path, rng):
+    write_images(tmp_path, rng, rgb_size=56)
+    data = load_fashion_mnist(tmp_path)
+    assert data.class_names == ("dark", "grey", "light")
+    assert data.train.images.shape == (36, 28, 28) and data.test.images.shape == (12, 28, 28)
+    assert data.train.images.dtype == np.uint8
+    means = [data.test.images[data.test.labels == k].mean() for k in range(3)]
+    assert means == sorted(means)  # grayscale conversion kept the brightness order
+
+
+def test_train_and_evaluate_on_image_folders(tmp_path, rng, capsys):
+    write_images(tmp_path, rng, rgb_size=40)
+    out = tmp_path / "run"
+    argv = ["--data", str(tmp_path), "--val-size", "6", "--epochs", "40", "--batch-size", "8",
+            "--hidden", "16", "--out", str(out), "--quiet"]  # fmt: skip
+    assert main(["train", *argv]) == 0
+    assert main(["evaluate", str(out), "--data", str(tmp_path)]) == 0
+    assert "test accuracy 1.0000" in capsys.readouterr().out
+
+
+def test_a_broken_image_is_one_line(tmp_path, rng, capsys):
+    write_images(tmp_path, rng)
+    (tmp_path / "train" / "grey" / "broken.png").write_bytes(b"\x89PNG not really")
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "broken.png" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_class_missing_from_test_is_named(tmp_path, rng):
+    write_images(tmp_path, rng)
+    for p in (tmp_path / "test" / "light").iterdir():
+        p.unlink()
+    (tmp_path / "test" / "light").rmdir()
+    with pytest.raises(DataError, match="'light'"):
+        load_fashion_mnist(tmp_path)
