@@ -100,6 +100,7 @@ CORPUS = {
         r, ROWS + GOOD_ROW.replace(",0,", ",zero,", 1) + "\n"
     ),
     "csv pixel 300": lambda r: csv_pair(r, ROWS + GOOD_ROW[:-3] + "300\n"),
+    "csv pixel 99999": lambda r: csv_pair(r, ROWS + GOOD_ROW[:-3] + "99999\n"),
     "csv pixel -1": lambda r: csv_pair(r, ROWS + GOOD_ROW.replace(",0,", ",-1,", 1) + "\n"),
     "csv label -1": lambda r: csv_pair(r, ROWS + "-" + GOOD_ROW + "\n"),
     "csv label above classes": lambda r: csv_pair(r, ROWS, classes="a\nb\n"),

@@ -119,10 +119,12 @@ def _first_bad_row(path: Path, rows: list[str], first_line: int) -> DataError:
                 f"{where}: {len(cells)} columns, expected {width} like line {first_line}"
             )
         for col, cell in enumerate(cells, 1):
-            if not cell.strip().isdigit():
-                return DataError(
-                    f"{where}, column {col}: {cell.strip()[:20]!r} is not an integer 0..255"
-                )
+            text = cell.strip()
+            if not text.isdigit():
+                return DataError(f"{where}, column {col}: {text[:20]!r} is not an integer 0..255")
+            if int(text) > 255:
+                what = "label" if col == 1 else "pixel"
+                return DataError(f"{where}, column {col}: {what} {text[:20]} out of range")
     return DataError(f"{path}: cannot parse the rows from line {first_line} on")
 
 
@@ -152,7 +154,8 @@ def read_csv(path: str | os.PathLike[str], *, n_classes: int | None = None) -> S
     if blank is not None:
         raise DataError(f"{path}: line {blank + skip + 1}: empty row (expected label,pixel1,...)")
     try:
-        table = np.loadtxt(rows, delimiter=",", dtype=np.int64, ndmin=2)
+        # int16 parses almost twice as fast as int64 and still shows values outside 0..255
+        table = np.loadtxt(rows, delimiter=",", dtype=np.int16, ndmin=2)
     except ValueError:
         raise _first_bad_row(path, rows, skip + 1) from None
     n_pixels = table.shape[1] - 1
@@ -162,7 +165,7 @@ def read_csv(path: str | os.PathLike[str], *, n_classes: int | None = None) -> S
             f"{path}: line {skip + 1}: {n_pixels} pixel columns is not a square image "
             f"(expected e.g. 784 = 28x28)"
         )
-    pixels, labels = table[:, 1:], table[:, 0]
+    pixels, labels = table[:, 1:], table[:, 0].astype(np.int64)
     bad = np.flatnonzero(((pixels < 0) | (pixels > 255)).any(axis=1))
     if bad.size:
         col = int(np.flatnonzero((pixels[bad[0]] < 0) | (pixels[bad[0]] > 255))[0])
