@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -22,6 +23,7 @@ from .checkpoint import (
     load_model_with_metadata,
 )
 from .data import (
+    CLASS_NAMES,
     ENV_VAR,
     DataError,
     Dataset,
@@ -33,6 +35,7 @@ from .data import (
 from .data.download import download
 from .data.integrity import verify_folder
 from .metrics import report
+from .predict import load_inputs
 from .recipes import PRESETS, make_config, train_run
 from .train import TrainingDiverged, TrainState, evaluate
 
@@ -124,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", help="folder of IDX files or Kaggle CSVs, or a training CSV")
     ev.add_argument("--limit", type=_positive_int, help="use only the first N test images")
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
+    pr = sub.add_parser("predict", help="classify images with a saved model")
+    pr.add_argument("model", type=Path, help="model file (model.npz in a run folder) or run folder")
+    pr.add_argument("inputs", nargs="+", help="PNG/JPEG images, .csv, .npz, IDX files, - (stdin)")
+    pr.add_argument("--top-k", type=_positive_int, default=1, help="the K most probable classes")
+    pr.add_argument("--json", action="store_true", help="one JSON object per image")
+
     da = sub.add_parser("data", help="inspect, check and convert datasets")
     dsub = da.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     info = dsub.add_parser("info", help="format, counts, image size and classes of a dataset")
@@ -291,6 +300,25 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    model, meta = load_model_with_metadata(_model_path(args.model))
+    shape = tuple(meta.get("image_shape", (28, 28)))
+    names = list(meta.get("class_names", CLASS_NAMES))
+    stdin = sys.stdin.buffer.read() if "-" in args.inputs else None
+    labels, images = load_inputs(args.inputs, (int(shape[0]), int(shape[1])), stdin)
+    probs = model.predict_proba(to_float(images))
+    k = min(args.top_k, probs.shape[1])
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    for label, row, best in zip(labels, probs, top, strict=True):
+        picks = [(names[c], float(row[c])) for c in best]
+        if args.json:
+            found = [{"class": n, "probability": p} for n, p in picks]
+            print(json.dumps({"input": label, "predictions": found}))
+        else:
+            print(label + "  " + "  ".join(f"{n} {p:.4f}" for n, p in picks))
+    return 0
+
+
 def _load_data(path: str | None) -> Dataset:
     data = load_fashion_mnist(path)
     for note in data.warnings:
@@ -338,6 +366,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "export": cmd_export,
     "data": cmd_data,
+    "predict": cmd_predict,
 }
 
 
@@ -354,3 +383,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fashionnet: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (| head): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

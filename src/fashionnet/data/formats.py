@@ -135,7 +135,14 @@ def read_csv(path: str | os.PathLike[str], *, n_classes: int | None = None) -> S
     0..n_classes-1 (any non-negative integer when n_classes is None).
     """
     path = Path(path)
-    raw = _read_bytes(path)
+    return parse_csv(_read_bytes(path), path, n_classes=n_classes)
+
+
+def parse_csv(
+    raw: bytes, path: Path, *, n_classes: int | None = None, has_labels: bool = True
+) -> Split:
+    """The images (and labels) a CSV's bytes hold; errors name `path`. Without labels, every
+    column is a pixel and the labels are all 0."""
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError as e:
@@ -158,6 +165,8 @@ def read_csv(path: str | os.PathLike[str], *, n_classes: int | None = None) -> S
         table = np.loadtxt(rows, delimiter=",", dtype=np.int16, ndmin=2)
     except ValueError:
         raise _first_bad_row(path, rows, skip + 1) from None
+    if not has_labels:  # a zero label column in front: the same checks and reshaping below
+        table = np.concatenate([np.zeros((len(table), 1), table.dtype), table], axis=1)
     n_pixels = table.shape[1] - 1
     side = round(n_pixels**0.5)
     if n_pixels < 1 or side * side != n_pixels:
