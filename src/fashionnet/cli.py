@@ -35,6 +35,7 @@ from .data import (
 from .data.download import download
 from .data.integrity import verify_folder
 from .metrics import report
+from .model import Sequential
 from .predict import load_inputs
 from .recipes import PRESETS, make_config, train_run
 from .train import TrainingDiverged, TrainState, evaluate
@@ -127,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", help="folder of IDX files or Kaggle CSVs, or a training CSV")
     ev.add_argument("--limit", type=_positive_int, help="use only the first N test images")
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
+    rp = sub.add_parser("report", help="pictures and report.html / report.md for a run folder")
+    rp.add_argument("run", type=Path, help="run folder of `fashionnet train`")
+    rp.add_argument("--data", help="folder of IDX files or Kaggle CSVs, or a training CSV")
+    rp.add_argument("--limit", type=_positive_int, help="use only the first N test images")
+
     pr = sub.add_parser("predict", help="classify images with a saved model")
     pr.add_argument("model", type=Path, help="model file (model.npz in a run folder) or run folder")
     pr.add_argument("inputs", nargs="+", help="PNG/JPEG images, .csv, .npz, IDX files, - (stdin)")
@@ -247,10 +253,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    model, meta = load_model_with_metadata(_model_path(args.model))
-    data = _load_data(args.data)
-    images, labels = data.test.images[: args.limit], data.test.labels[: args.limit]
+def _evaluate(
+    model: Sequential, meta: dict[str, Any], data_path: str | None, limit: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """(test images, labels, probabilities, every metric) of a saved model on the test set."""
+    data = _load_data(data_path)
+    images, labels = data.test.images[:limit], data.test.labels[:limit]
     expected = tuple(meta.get("image_shape", images.shape[1:]))
     if images.shape[1:] != expected:
         raise UsageError(
@@ -258,9 +266,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
     x = to_float(images)
     loss, acc = evaluate(model, x, labels)  # exactly the figures `train` printed
-    names = meta.get("class_names", list(data.class_names))
+    probs = model.predict_proba(x)
     result: dict[str, Any] = {"test_accuracy": acc, "test_loss": loss, "test_size": len(labels)}
-    result |= {k: v for k, v in report(labels, model.predict_proba(x)).items() if k != "accuracy"}
+    result |= {k: v for k, v in report(labels, probs).items() if k != "accuracy"}
+    return images, labels, probs, result
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    model, meta = load_model_with_metadata(_model_path(args.model))
+    _, labels, _, result = _evaluate(model, meta, args.data, args.limit)
+    names = meta.get("class_names", list(CLASS_NAMES))
+    acc, loss = result["test_accuracy"], result["test_loss"]
     if args.json:
         print(json.dumps(result | {"class_names": names}))
         return 0
@@ -297,6 +313,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         export_safetensors(args.out, model)
     print(f"wrote {args.out} ({args.format}, {model.n_parameters():,} parameters)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    if not (args.run / "model.npz").is_file():
+        raise UsageError(f"{args.run}: no model.npz, not a finished fashionnet run folder")
+    model, meta = load_model_with_metadata(args.run / "model.npz")
+    images, labels, probs, result = _evaluate(model, meta, args.data, args.limit)
+    try:
+        from .plots import write_report
+
+        files = write_report(args.run, model, meta, images, labels, probs, result)
+    except ImportError:
+        raise UsageError("fashionnet report needs matplotlib: pip install matplotlib") from None
+    for path in files:
+        print(path)
     return 0
 
 
@@ -367,6 +399,7 @@ COMMANDS = {
     "export": cmd_export,
     "data": cmd_data,
     "predict": cmd_predict,
+    "report": cmd_report,
 }
 
 
