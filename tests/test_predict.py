@@ -80,7 +80,7 @@ def test_predict_on_the_test_csv_agrees_with_evaluate_to_the_last_image(
     data = load_fashion_mnist(real_data)
     out = tmp_path / "run"
     assert main(["train", "--preset", "seed", "--data", str(real_data), "--epochs", "3",
-                 "--out", str(out), "--quiet"]) == 0  # fmt: skip
+                 "--out", str(out), "--quiet", "--no-report"]) == 0  # fmt: skip
     capsys.readouterr()
     write_csv(tmp_path / "test.csv", data.test)
     assert main(["predict", str(out), str(tmp_path / "test.csv"), "--json"]) == 0
@@ -97,7 +97,7 @@ def test_photos_on_white_match_the_originals(tmp_path, real_data, capsys):
     data = load_fashion_mnist(real_data)
     out = tmp_path / "run"
     assert main(["train", "--preset", "seed", "--data", str(real_data), "--epochs", "3",
-                 "--out", str(out), "--quiet"]) == 0  # fmt: skip
+                 "--out", str(out), "--quiet", "--no-report"]) == 0  # fmt: skip
     capsys.readouterr()
     originals, photos = [], []
     for i in range(20):

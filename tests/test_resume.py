@@ -34,6 +34,7 @@ def train_argv(data_dir, out, optimizer):
         "train", "--data", str(data_dir), "--out", str(out), "--hidden", "32",
         "--dropout", "0.1", "--epochs", "5", "--batch-size", "25", "--val-size", "100",
         "--optimizer", optimizer, "--lr", "0.01", "--checkpoint-every", "3", "--quiet",
+        "--no-report",
     ]  # fmt: skip
 
 
@@ -91,7 +92,7 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(optimizer, data_d
         finish(proc)
         killed_mid_run += (run / "last.npz").exists() and not (run / "model.npz").exists()
         if (run / "config.json").exists():
-            resumed = cli("train", "--resume", str(run), "--quiet")
+            resumed = cli("train", "--resume", str(run), "--quiet", "--no-report")
         else:  # killed before the run folder was written: nothing to resume, start again
             resumed = cli(*train_argv(data_dir, run, optimizer))
         code, err = finish(resumed)
@@ -141,7 +142,7 @@ def test_sigterm_saves_and_exits_143_then_resumes_identically(data_dir, tmp_path
     assert code == 143
     assert "SIGTERM" in message and f"fashionnet train --resume {run}" in message
     assert message.count("\n") == 1
-    assert finish(cli("train", "--resume", str(run), "--quiet")) == (0, "")
+    assert finish(cli("train", "--resume", str(run), "--quiet", "--no-report")) == (0, "")
     assert_same_run(reference, run)
 
 

@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--data", help="folder of IDX files or Kaggle CSVs, or a training CSV")
     tr.add_argument("--out", type=Path, help="run folder (default runs/<timestamp>-<preset>)")
     tr.add_argument("--quiet", action="store_true", help="no progress bar, no per-epoch lines")
+    tr.add_argument("--no-report", action="store_true", help="skip the pictures and report")
     tr.add_argument(
         "--checkpoint-every", type=_positive_int, metavar="N",
         help="also save last.npz every N steps (default: every epoch)",
@@ -250,14 +251,37 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"best epoch {metrics['best_epoch']}, trained {metrics['train_seconds']:.1f}s; "
         f"model {out / 'model.npz'}"
     )
+    if not args.no_report:
+        _write_report(out, config.get("data"), quiet=args.quiet)
     return 0
 
 
+def _write_report(run: Path, data_path: str | None, *, limit: int | None = None,
+                  quiet: bool = False) -> None:  # fmt: skip
+    """The run's pictures and report (needs matplotlib; without it, one line says so)."""
+    try:
+        from .plots import write_report
+    except ImportError:
+        if not quiet:
+            print("no report: pip install matplotlib to get one (fashionnet report RUN_DIR)")
+        return
+    model, meta = load_model_with_metadata(run / "model.npz")
+    images, labels, probs, result = _evaluate(model, meta, data_path, limit, warn=False)
+    files = write_report(run, model, meta, images, labels, probs, result)
+    if not quiet:
+        print(f"report {files[-1]}")
+
+
 def _evaluate(
-    model: Sequential, meta: dict[str, Any], data_path: str | None, limit: int | None
+    model: Sequential,
+    meta: dict[str, Any],
+    data_path: str | None,
+    limit: int | None,
+    *,
+    warn: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """(test images, labels, probabilities, every metric) of a saved model on the test set."""
-    data = _load_data(data_path)
+    data = _load_data(data_path) if warn else load_fashion_mnist(data_path)
     images, labels = data.test.images[:limit], data.test.labels[:limit]
     expected = tuple(meta.get("image_shape", images.shape[1:]))
     if images.shape[1:] != expected:
@@ -319,16 +343,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     if not (args.run / "model.npz").is_file():
         raise UsageError(f"{args.run}: no model.npz, not a finished fashionnet run folder")
-    model, meta = load_model_with_metadata(args.run / "model.npz")
-    images, labels, probs, result = _evaluate(model, meta, args.data, args.limit)
     try:
-        from .plots import write_report
-
-        files = write_report(args.run, model, meta, images, labels, probs, result)
+        import matplotlib  # noqa: F401
     except ImportError:
         raise UsageError("fashionnet report needs matplotlib: pip install matplotlib") from None
-    for path in files:
-        print(path)
+    _write_report(args.run, args.data, limit=args.limit)
     return 0
 
 

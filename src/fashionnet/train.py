@@ -186,6 +186,9 @@ def fit(
             st.correct += int((logits.argmax(axis=1) == yb).sum())
             st.seen += len(yb)
             bar.update(len(yb))
+            if not bar.disable and st.batch % 20 == 0:  # live figures, on a terminal only
+                bar.set_postfix(loss=f"{st.loss_sum / st.seen:.4f}",
+                                acc=f"{st.correct / st.seen:.4f}", refresh=False)  # fmt: skip
             for step_callback in step_callbacks:
                 step_callback(st)
         bar.close()
