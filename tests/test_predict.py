@@ -47,6 +47,9 @@ def test_every_input_kind_gives_the_models_answer(model_file, tmp_path, rng, cap
     Image.fromarray(images[0]).save(tmp_path / "0.png")
     assert main(["predict", str(path), str(tmp_path / "0.png"), "--json"]) == 0
     assert predicted(capsys) == expected[:1]
+    Image.fromarray(images[1]).convert("RGB").save(tmp_path / "1.jpg", quality=95)
+    assert main(["predict", str(path), str(tmp_path / "1.jpg"), "--json"]) == 0
+    assert predicted(capsys)[0] in CLASS_NAMES  # JPEG is lossy: a class, maybe not the same
     monkeypatch.setattr(
         sys, "stdin", io.TextIOWrapper(io.BytesIO((tmp_path / "0.png").read_bytes()))
     )
