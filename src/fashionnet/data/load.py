@@ -16,6 +16,7 @@ from .formats import (
     Split,
     _check_labels,
     _read_bytes,
+    current_umask,
     parse_idx,
     read_csv,
     read_image_folder,
@@ -253,9 +254,7 @@ def write_dataset(out: Path, data: Dataset, fmt: str) -> None:
                 raise ValueError(f"format must be idx, csv or npz, got {fmt!r}")
         if data.class_names != CLASS_NAMES:
             (tmp / "classes.txt").write_text("\n".join(data.class_names) + "\n")
-        mask = os.umask(0)
-        os.umask(mask)
-        tmp.chmod(0o777 & ~mask)  # mkdtemp makes 0700; give the folder the usual mode
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; give the folder the usual mode
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
