@@ -207,3 +207,23 @@ def test_pooling_matches_torch(spec, rng):
     out.backward(torch.tensor(g))
     np.testing.assert_allclose(ours.forward(x, training=True), out.detach().numpy(), rtol=1e-12)
     np.testing.assert_allclose(ours.backward(g), tx.grad.numpy(), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("size", [8, 7], ids=["even", "odd"])
+@pytest.mark.parametrize("kwargs", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1)])
+def test_max_pooling_breaks_ties_like_torch(kwargs, size, rng):
+    """Windows full of equal values (as after a ReLU): the first maximum gets the gradient."""
+    from fashionnet.layers import MaxPool2D
+    from fashionnet.layers.conv import as_nchw
+
+    # channels-last memory, as the layers hand it on, with values in {0, 1, 2}
+    x = as_nchw(rng.integers(0, 3, size=(2, size, size, 3)).astype(np.float64))
+    tx = t(np.ascontiguousarray(x))
+    out = torch.nn.MaxPool2d(**kwargs)(tx)
+    g = rng.normal(size=tuple(out.shape))
+    out.backward(torch.tensor(g))
+    ours = MaxPool2D(**kwargs)
+    np.testing.assert_array_equal(ours.forward(x, training=True), out.detach().numpy())
+    grad = ours.backward(g)
+    np.testing.assert_array_equal(grad != 0, tx.grad.numpy() != 0)  # the same pixels won
+    np.testing.assert_allclose(grad, tx.grad.numpy(), rtol=1e-12)  # overlaps add in any order

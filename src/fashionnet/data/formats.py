@@ -21,7 +21,8 @@ _MAX_IDX_BYTES = 1 << 34  # 16 GiB: anything larger is a corrupt header, refused
 
 
 # what zipfile raises on damaged or unusual archives (NotImplementedError: an unknown zip
-# version or compression; RuntimeError: an encrypted member; zlib.error: a corrupt stream)
+# version or compression; RuntimeError: an encrypted member; zlib.error: a corrupt stream;
+# UnicodeDecodeError: a damaged member name flagged as UTF-8)
 ZIP_ERRORS = (
     zipfile.BadZipFile,
     OSError,
@@ -29,6 +30,7 @@ ZIP_ERRORS = (
     KeyError,
     NotImplementedError,
     RuntimeError,
+    UnicodeDecodeError,
     zlib.error,
 )
 

@@ -244,7 +244,11 @@ class Dropout(Layer):
         threshold = max(1, round((1.0 - self.p) * 65536))
         bits = self.rng.bit_generator.random_raw(-(-x.size // 4)).view(np.uint16)[: x.size]
         xp = array_namespace(x)
-        keep = xp.asarray(bits.reshape(x.shape) < threshold)
+        if x.ndim == 4:  # feature maps: the mask in x's channels-last memory order
+            n, c, h, w = x.shape
+            keep = xp.asarray(bits.reshape(n, h, w, c) < threshold).transpose(0, 3, 1, 2)
+        else:
+            keep = xp.asarray(bits.reshape(x.shape) < threshold)
         # the 1/keep scale is folded into the mask: one multiply in forward, one in backward
         self._mask = keep * x.dtype.type(65536 / threshold)
         return x * self._mask

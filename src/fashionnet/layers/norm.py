@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from .conv import as_nchw, channels_last
 from .core import Array, Layer, Parameter, _cached, array_namespace
 
 
@@ -46,46 +47,65 @@ class BatchNorm(Layer):
         n = (int(config["num_features"]),)
         return {"weight": n, "bias": n, "running_mean": n, "running_var": n}
 
-    def _shape(self, x: Array) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """(axes to reduce, shape that broadcasts a per-feature vector against x)."""
-        if x.ndim == 2:
-            return (0,), (1, -1)
-        return (0, *range(2, x.ndim)), (1, -1) + (1,) * (x.ndim - 2)
-
     def forward(self, x: Array, *, training: bool = False) -> Array:
-        axes, shape = self._shape(x)
+        if x.ndim == 2:
+            return self._forward(x, 1, training)
+        # channels-last memory viewed as (N, H * W * C): per-channel vectors are tiled H * W
+        # times, so every operation runs along whole images rather than rows of C values
+        # (3-8x faster than broadcasting against (N * H * W, C) here)
+        x = channels_last(x)
+        n, h, w, c = x.shape
+        return as_nchw(self._forward(x.reshape(n, h * w * c), h * w, training).reshape(x.shape))
+
+    def backward(self, grad_out: Array, *, input_grad: bool = True) -> Array | None:
+        """dx = gamma * inv_std * (g - mean(g) - x_hat * mean(g * x_hat)), means over the batch."""
+        if grad_out.ndim == 2:
+            return self._backward(grad_out, 1, input_grad)
+        g = channels_last(grad_out)
+        n, h, w, c = g.shape
+        grad = self._backward(g.reshape(n, h * w * c), h * w, input_grad)
+        return None if grad is None else as_nchw(grad.reshape(g.shape))
+
+    def _per_feature(self, wide: Array, tiles: int) -> Array:
+        """(tiles * C,) sums -> (C,) sums."""
+        return wide.reshape(tiles, self.num_features).sum(axis=0) if tiles > 1 else wide
+
+    def _forward(self, x: Array, tiles: int, training: bool) -> Array:
         xp = array_namespace(x)
         if not training:
             scale = self.weight.data / xp.sqrt(self.running_var + self.eps)
-            shift = self.bias.data - self.running_mean * scale
-            return x * scale.reshape(shape) + shift.reshape(shape)
-        n = x.size // self.num_features
-        mean = x.mean(axis=axes)
-        x_hat = x - mean.reshape(shape)  # centred now, normalised in place below
-        var = xp.square(x_hat).mean(axis=axes)
+            out = x * xp.tile(scale, tiles)
+            out += xp.tile(self.bias.data - self.running_mean * scale, tiles)
+            return out
+        n = len(x) * tiles
+        mean = self._per_feature(x.sum(axis=0), tiles) / n
+        x_hat = x - xp.tile(mean, tiles)  # centred now, normalised in place below
+        var = self._per_feature(xp.einsum("ij,ij->j", x_hat, x_hat), tiles) / n
         m = self.momentum
         self.running_mean *= 1 - m
         self.running_mean += m * mean
         self.running_var *= 1 - m
         self.running_var += (m * n / max(n - 1, 1)) * var
         inv_std = 1 / xp.sqrt(var + self.eps)
-        x_hat *= inv_std.reshape(shape)
+        x_hat *= xp.tile(inv_std, tiles)
         self._x_hat, self._inv_std = x_hat, inv_std
-        return x_hat * self.weight.data.reshape(shape) + self.bias.data.reshape(shape)
+        out = x_hat * xp.tile(self.weight.data, tiles)
+        out += xp.tile(self.bias.data, tiles)
+        return out
 
-    def backward(self, grad_out: Array, *, input_grad: bool = True) -> Array | None:
-        """dx = gamma * inv_std * (g - mean(g) - x_hat * mean(g * x_hat)), means over the batch."""
+    def _backward(self, grad_out: Array, tiles: int, input_grad: bool) -> Array | None:
         x_hat = _cached(self._x_hat, self)
-        axes, shape = self._shape(x_hat)
-        grad_out.sum(axis=axes, out=self.bias.grad)
-        (grad_out * x_hat).sum(axis=axes, out=self.weight.grad)
+        xp = array_namespace(x_hat)
+        self.bias.grad[...] = self._per_feature(grad_out.sum(axis=0), tiles)
+        self.weight.grad[...] = self._per_feature(xp.einsum("ij,ij->j", grad_out, x_hat), tiles)
         if not input_grad:
             return None
-        n = x_hat.size // self.num_features
-        mean_g = (self.bias.grad / n).reshape(shape)
-        mean_gx = (self.weight.grad / n).reshape(shape)
-        scale = (self.weight.data * self._inv_std).reshape(shape)
-        return (grad_out - mean_g - x_hat * mean_gx) * scale
+        n = len(x_hat) * tiles
+        scale = self.weight.data * self._inv_std
+        grad = x_hat * xp.tile(-self.weight.grad / n * scale, tiles)
+        grad += grad_out * xp.tile(scale, tiles)
+        grad -= xp.tile(self.bias.grad / n * scale, tiles)
+        return grad
 
     def config(self) -> dict[str, Any]:
         return {"num_features": self.num_features, "momentum": self.momentum, "eps": self.eps}
