@@ -113,3 +113,29 @@ def test_a_cnn_round_trips_through_a_checkpoint(tmp_path, rng):
     x = rng.normal(size=(5, 64)).astype(np.float32)
     np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))
     assert loaded.config() == model.config()
+
+
+def naive_conv(x, weight, bias, stride, padding):
+    """The definition, one output value at a time."""
+    n, _, h, w = x.shape
+    o, _, k, _ = weight.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    oh, ow = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
+    out = np.zeros((n, o, oh, ow))
+    for y in range(oh):
+        for z in range(ow):
+            patch = xp[:, :, y * stride : y * stride + k, z * stride : z * stride + k]
+            out[:, :, y, z] = np.einsum("nckl,ockl->no", patch, weight)
+    return out + (0 if bias is None else bias.data[None, :, None, None])
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+@pytest.mark.parametrize("kwargs", CONVS.values(), ids=CONVS.keys())
+def test_conv2d_is_the_definition_in_any_memory_layout(kwargs, channels, rng):
+    """NCHW, channels-last and reversed views; one channel (a size-1 axis has any stride)."""
+    x = rng.normal(size=(3, channels, 9, 9))
+    layer = Conv2D(channels, 4, rng=rng, dtype=np.float64, **kwargs)
+    expected = naive_conv(x, layer.weight.data, layer.bias, layer.stride, layer.padding)
+    channels_last = x.transpose(0, 2, 3, 1).copy().transpose(0, 3, 1, 2)
+    for view in (x, channels_last, x[:, :, ::-1][:, :, ::-1]):
+        np.testing.assert_allclose(layer.forward(view), expected, rtol=1e-12, atol=1e-12)

@@ -14,9 +14,13 @@ from .layers import (
     BatchNorm,
     Conv2D,
     Dropout,
+    Flatten,
     Layer,
     Linear,
+    MaxPool2D,
     Parameter,
+    ReLU,
+    Reshape,
     array_namespace,
 )
 from .losses import softmax
@@ -168,4 +172,47 @@ def mlp(
         if dropout:
             layers.append(Dropout(dropout, rng=rng))
     layers.append(Linear(sizes[-1], n_classes, rng=rng, init=init, dtype=dtype))
+    return Sequential(layers)
+
+
+def cnn(
+    image_side: int,
+    stages: Sequence[Sequence[int]],
+    hidden: Sequence[int],
+    n_classes: int,
+    *,
+    rng: np.random.Generator,
+    dropout: float = 0.0,
+    dtype: Any = np.float32,
+) -> Sequential:
+    """Flat square images -> stages of 3x3 convolutions -> dense layers -> class scores.
+
+    Each stage is a list of output channels: a 3x3 convolution (padding 1, no bias) -> BatchNorm
+    -> ReLU per entry, then a 2x2 max-pool. The stage's last ReLU comes after its pool: max and
+    ReLU commute, so the function is the same and the ReLU runs on a quarter of the pixels.
+    Then Flatten -> [Linear -> BatchNorm -> ReLU -> (Dropout)] per hidden size -> Linear.
+    """
+    layers: list[Layer] = [Reshape((1, image_side, image_side))]
+    channels, side = 1, image_side
+    for stage in stages:
+        for i, out_channels in enumerate(stage):
+            layers += [
+                Conv2D(channels, out_channels, 3, padding=1, bias=False, rng=rng, dtype=dtype),
+                BatchNorm(out_channels, dtype=dtype),
+            ]
+            layers += [MaxPool2D(2), ReLU()] if i == len(stage) - 1 else [ReLU()]
+            channels = out_channels
+        side //= 2
+    layers.append(Flatten())
+    features = channels * side * side
+    for width in hidden:
+        layers += [
+            Linear(features, width, rng=rng, bias=False, dtype=dtype),
+            BatchNorm(width, dtype=dtype),
+            ReLU(),
+        ]
+        if dropout:
+            layers.append(Dropout(dropout, rng=rng))
+        features = width
+    layers.append(Linear(features, n_classes, rng=rng, dtype=dtype))
     return Sequential(layers)

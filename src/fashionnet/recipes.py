@@ -18,7 +18,7 @@ import numpy as np
 from .augment import make_augment
 from .checkpoint import NonFiniteError, atomic_write, read_checkpoint, save_checkpoint
 from .data import Dataset, load_fashion_mnist, to_float, train_val_split
-from .model import Sequential, mlp
+from .model import Sequential, cnn, mlp
 from .optim import Optimizer, make_optimizer
 from .schedules import Schedule, make_schedule
 from .train import History, TrainingDiverged, TrainState, evaluate, fit
@@ -58,6 +58,38 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 256,
         "label_smoothing": 0.0,
     },
+    # Convolutional presets (layers in model.cnn): 3x3 convolutions with BatchNorm, 2x2 pooling,
+    # images shifted by up to 2 pixels and mirrored, AdamW with a cosine schedule and warmup.
+    "cnn-small": {
+        "arch": "cnn",
+        "stages": [[32], [64]],
+        "hidden": [128],
+        "dropout": 0.25,
+        "augment": {"flip": True, "shift": 2},
+        "optimizer": "adamw",
+        "lr": 3e-3,
+        "weight_decay": 0.05,
+        "schedule": "cosine",
+        "warmup_epochs": 0,
+        "epochs": 5,
+        "batch_size": 128,
+        "label_smoothing": 0.0,
+    },
+    "cnn": {
+        "arch": "cnn",
+        "stages": [[32], [64, 64], [128]],
+        "hidden": [256],
+        "dropout": 0.3,
+        "augment": {"flip": True, "shift": 2},
+        "optimizer": "adamw",
+        "lr": 3e-3,
+        "weight_decay": 0.05,
+        "schedule": "cosine",
+        "warmup_epochs": 1,
+        "epochs": 14,
+        "batch_size": 128,
+        "label_smoothing": 0.1,
+    },
 }
 COMMON: dict[str, Any] = {
     "val_size": 5000,
@@ -80,6 +112,13 @@ def make_config(preset: str, **overrides: Any) -> dict[str, Any]:
 def build(
     config: dict[str, Any], n_features: int, n_classes: int, rng: np.random.Generator
 ) -> Sequential:
+    if config.get("arch") == "cnn":
+        side = round(n_features**0.5)
+        if side * side != n_features:
+            raise ValueError(f"a CNN needs square images; got {n_features} pixels per image")
+        return cnn(
+            side, config["stages"], config["hidden"], n_classes, rng=rng, dropout=config["dropout"]
+        )
     return mlp(
         n_features,
         config["hidden"],

@@ -126,8 +126,18 @@ class Conv2D(Layer):
         oh, ow = self._sizes(h, w)
         padded = _pad(x, p)
         xp = array_namespace(x)
+        if k * c < 16:  # few channels: one row of columns per (position, channel), as in NCHW
+            rows = xp.empty((k, k, c, n, oh, ow), x.dtype)
+            for pos in range(k * k):
+                rows[pos // k, pos % k] = _tap(padded, pos // k, pos % k, s, oh, ow).transpose(
+                    3, 0, 1, 2
+                )
+            return rows.reshape(k * k * c, n * oh * ow).T
         cols = xp.empty((n, oh, ow, k, k * c), x.dtype)
-        sn, sh, sw, sc = padded.strides
+        # the strides of contiguous memory (a size-1 axis may report any stride)
+        _, hp, wp, _ = padded.shape
+        sc = padded.itemsize
+        sn, sh, sw = hp * wp * c * sc, wp * c * sc, c * sc
         for i in range(k):
             # in kernel row i, the k pixels under the kernel are k * C consecutive values
             window = xp.lib.stride_tricks.as_strided(
