@@ -298,7 +298,7 @@ class MaxPool2D(_Pool2D):
 
     def _backward_2x2(self, g: Array, left_won: Array, top_won: Array) -> Array:
         xp = array_namespace(g)
-        n, h, w, c = self._x_shape
+        h, w = self._x_shape[1:3]
         if h % 2 or w % 2:
             grad = xp.zeros(self._x_shape, g.dtype)
             grad[:, : h - h % 2, : w - w % 2] = self._backward_2x2_even(g, left_won, top_won)
