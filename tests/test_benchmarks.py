@@ -22,5 +22,7 @@ def test_benchmark_smoke_run_produces_every_section(tmp_path, real_data):
     results = json.loads(out.read_text())
     runs = results["mlp_throughput"]["1"]["fashionnet"]
     assert runs[0]["train_samples_per_s"] > 0 and runs[0]["peak_rss_mb"] > 0
+    cnn = results["cnn_throughput"]["1"]
+    assert cnn["fashionnet"][0]["train_samples_per_s"] > 0 and cnn["fashionnet"][0]["infer_ms"] > 0
     assert set(results["time_to_accuracy"]) >= {"fashionnet-mlp", "fashionnet-seed", "notebook"}
-    assert results["load"]["csv"][0]["rows"] == 200
+    assert results["load"]["csv"][0]["rows"] == results["load"]["csv-cached"][0]["rows"] == 200

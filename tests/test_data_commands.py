@@ -97,3 +97,36 @@ def test_convert_refuses_an_existing_folder(tmp_path, capsys):
         == 2
     )
     assert "already exists" in capsys.readouterr().err
+
+
+def test_show_draws_chosen_images_and_a_grid_per_class(tmp_path, capsys):
+    from PIL import Image
+
+    write_idx_folder(tmp_path / "d", np.random.default_rng(0), n_train=40)
+    out = tmp_path / "grid.png"
+    assert main(["data", "show", str(tmp_path / "d"), "--per-class", "3", "--out", str(out)]) == 0
+    with Image.open(out) as picture:  # 3 columns, 10 rows: taller than wide
+        assert picture.size[1] > 2 * picture.size[0]
+    assert "wrote" in capsys.readouterr().out
+    one = tmp_path / "one.png"
+    args = ["data", "show", str(tmp_path / "d"), "--index", "5", "--split", "test"]
+    assert main([*args, "--out", str(one)]) == 0
+    with Image.open(one) as picture:
+        assert picture.format == "PNG"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--index", "999"], "--index 999: the train split has 40 images"),
+     (["--out-name", "grid.txt"], "expected a .png, .svg, .pdf file name")],
+)  # fmt: skip
+def test_show_refuses_bad_requests_in_one_line(args, message, tmp_path, capsys):
+    write_idx_folder(tmp_path / "d", np.random.default_rng(0), n_train=40)
+    name = args[1] if args[0] == "--out-name" else "grid.png"
+    extra = [] if args[0] == "--out-name" else args
+    out = tmp_path / name
+    assert main(["data", "show", str(tmp_path / "d"), *extra, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

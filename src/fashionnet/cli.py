@@ -149,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     dl = dsub.add_parser("download", help="fetch the four official files (needs internet)")
     dl.add_argument("--dir", type=Path, help="destination (default: the user cache folder)")
     dl.add_argument("--url", default=None, help="mirror to fetch from (default: the official one)")
+    show = dsub.add_parser("show", help="a labelled grid of a dataset's images, as a picture")
+    show.add_argument("path", nargs="?", help="dataset folder or training file (default: found)")
+    pick = show.add_mutually_exclusive_group()
+    pick.add_argument("--index", type=_non_negative_int, nargs="+", help="these images")
+    pick.add_argument("--per-class", type=_positive_int, help="the first K of each class")
+    show.add_argument("--split", choices=["train", "test"], default="train")
+    show.add_argument("--out", type=Path, required=True, help="picture file (.png, .svg, .pdf)")
     conv = dsub.add_parser("convert", help="write a dataset in another format")
     conv.add_argument("path", help="dataset folder or training file")
     conv.add_argument("out", type=Path, help="new folder for the converted train and test files")
@@ -392,7 +399,11 @@ def cmd_data(args: argparse.Namespace) -> int:
         folder = download(args.dir, log=print, **kwargs)
         print(f"done: {folder} (use it with --data {folder} or {ENV_VAR}={folder})")
         return 0
+    if args.data_command == "show" and args.out.suffix.lower() not in PICTURE_TYPES:
+        raise UsageError(f"--out {args.out}: expected a {', '.join(PICTURE_TYPES)} file name")
     data = load_fashion_mnist(args.path)
+    if args.data_command == "show":
+        return _show(data, args)
     if args.data_command == "info":
         print(f"data {data.source}")
         for name, split in (("train", data.train), ("test", data.test)):
@@ -409,6 +420,42 @@ def cmd_data(args: argparse.Namespace) -> int:
     print(
         f"wrote {args.out} ({args.format}: {len(data.train)} train, {len(data.test)} test images)"
     )
+    return 0
+
+
+PICTURE_TYPES = (".png", ".svg", ".pdf")
+
+
+def _show(data: Dataset, args: argparse.Namespace) -> int:
+    """Write a grid of images titled with their index and class: chosen ones, or K per class."""
+    split = data.train if args.split == "train" else data.test
+    names = data.class_names
+    if args.index:
+        bad = [i for i in args.index if i >= len(split)]
+        if bad:
+            raise UsageError(
+                f"--index {bad[0]}: the {args.split} split has {len(split)} images "
+                f"(expected 0..{len(split) - 1})"
+            )
+        picks, columns = list(args.index), min(8, len(args.index))
+    else:
+        k = args.per_class or 8
+        picks = []  # class by class, a row each; -1 leaves a cell empty
+        for c in range(len(names)):
+            found = np.flatnonzero(split.labels == c)[:k].tolist()
+            picks += found + [-1] * (k - len(found))
+        columns = k
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError("fashionnet data show needs matplotlib: pip install matplotlib") from None
+    from .plots import image_grid
+
+    blank = np.zeros(split.images.shape[1:], np.uint8)
+    images = np.stack([split.images[i] if i >= 0 else blank for i in picks])
+    titles = [f"#{i} {names[split.labels[i]]}" if i >= 0 else "" for i in picks]
+    image_grid(images, titles, args.out, columns=columns)
+    print(f"wrote {args.out} ({sum(i >= 0 for i in picks)} {args.split} images)")
     return 0
 
 

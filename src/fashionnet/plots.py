@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,16 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save(fig: Any, path: Path) -> None:
+    """Write the picture to a temporary file beside `path`, then rename: never half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        fig.savefig(tmp, dpi=100, format=path.suffix.lstrip(".") or "png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def learning_curves(history: list[dict[str, Any]], best_epoch: int, path: Path) -> None:
     plt = _pyplot()
     epochs = [r["epoch"] for r in history]
@@ -40,7 +51,7 @@ def learning_curves(history: list[dict[str, Any]], best_epoch: int, path: Path) 
         ax.set_title(title)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -59,7 +70,7 @@ def confusion_heatmap(confusion: np.ndarray, names: list[str], path: Path) -> No
             ax.text(j, i, str(confusion[i, j]), ha="center", va="center", color=color, fontsize=8)
     ax.set_title("test set confusion matrix (counts)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -73,7 +84,7 @@ def image_grid(images: np.ndarray, titles: list[str], path: Path, *, columns: in
         ax.imshow(image, cmap="gray", vmin=0, vmax=255)
         ax.set_title(title, fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -100,7 +111,7 @@ def first_layer(model: Sequential, image_shape: tuple[int, int], path: Path) -> 
         ax.imshow(f, cmap="RdBu_r", vmin=-limit, vmax=limit)
     fig.suptitle("first layer: weights of the first units (red +, blue -)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -127,7 +138,7 @@ def confidence_histogram(probs: np.ndarray, labels: np.ndarray, path: Path) -> N
     axes[1].set_ylabel("accuracy")
     axes[1].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
 
 

@@ -86,7 +86,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "weight_decay": 0.05,
         "schedule": "cosine",
         "warmup_epochs": 1,
-        "epochs": 13,
+        "epochs": 12,
         "batch_size": 128,
         "label_smoothing": 0.1,
     },
