@@ -13,6 +13,7 @@ from fashionnet.layers import (
     MaxPool2D,
     ReLU,
     Reshape,
+    Residual,
 )
 from fashionnet.model import Sequential
 
@@ -93,7 +94,8 @@ def small_cnn(rng, dtype=np.float32):
     return Sequential([
         Reshape((1, 8, 8)), Conv2D(1, 4, 3, padding=1, rng=rng, dtype=dtype),
         BatchNorm(4, dtype=dtype), ReLU(), MaxPool2D(2),
-        Conv2D(4, 6, 3, stride=2, padding=1, rng=rng, dtype=dtype), ReLU(), Flatten(),
+        Residual.basic(4, 4, rng=rng, dtype=dtype), ReLU(),
+        Residual.basic(4, 6, stride=2, rng=rng, dtype=dtype), ReLU(), Flatten(),
         Linear(24, 3, rng=rng, dtype=dtype),
     ])  # fmt: skip
 
@@ -139,3 +141,16 @@ def test_conv2d_is_the_definition_in_any_memory_layout(kwargs, channels, rng):
     channels_last = x.transpose(0, 2, 3, 1).copy().transpose(0, 3, 1, 2)
     for view in (x, channels_last, x[:, :, ::-1][:, :, ::-1]):
         np.testing.assert_allclose(layer.forward(view), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("stride", [1, 2], ids=["identity", "projection"])
+def test_residual_block_gradients_match_finite_differences(stride, rng):
+    block = Residual.basic(2, 2 * stride, stride=stride, rng=rng, dtype=np.float64)
+    assert_layer_gradients(block, x=rng.normal(size=(3, 2, 6, 6)), rng=rng)
+    names = set(block.params())
+    assert "body.0.weight" in names and ("shortcut.0.weight" in names) == (stride == 2)
+
+
+def test_residual_needs_a_body():
+    with pytest.raises(ValueError, match="at least one layer"):
+        Residual([])

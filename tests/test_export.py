@@ -18,6 +18,7 @@ from fashionnet.layers import (
     MaxPool2D,
     ReLU,
     Reshape,
+    Residual,
     Sigmoid,
     Tanh,
 )
@@ -45,8 +46,8 @@ def make_cnn(rng):
     return with_statistics(Sequential([
         Reshape((1, 28, 28)),
         Conv2D(1, 8, 3, padding=1, rng=rng), BatchNorm(8), ReLU(), MaxPool2D(2),
-        Conv2D(8, 12, 3, stride=2, padding=1, rng=rng), LeakyReLU(0.1),
-        AvgPool2D(3, stride=1, padding=1),
+        Residual.basic(8, 8, rng=rng), ReLU(), Residual.basic(8, 12, stride=2, rng=rng),
+        LeakyReLU(0.1), AvgPool2D(3, stride=1, padding=1),
         Dropout(0.3, rng=rng), Conv2D(12, 16, 3, rng=rng), Tanh(), GlobalAvgPool2D(),
         Linear(16, 32, rng=rng), Sigmoid(), Flatten(), Linear(32, 10, rng=rng),
     ]), rng)  # fmt: skip

@@ -13,7 +13,7 @@ from .data import (
 )
 from .layers import Dropout, Flatten, LeakyReLU, Linear, Parameter, ReLU, Sigmoid, Tanh
 from .losses import softmax, softmax_cross_entropy
-from .model import Sequential, mlp
+from .model import Sequential, cnn, mlp
 from .optim import SGD, Adam, AdamW, make_optimizer
 from .schedules import make_schedule
 from .train import History, TrainingDiverged, evaluate, fit
@@ -41,6 +41,7 @@ __all__ = [
     "Tanh",
     "TrainingDiverged",
     "__version__",
+    "cnn",
     "evaluate",
     "fit",
     "load_fashion_mnist",

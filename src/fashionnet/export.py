@@ -26,6 +26,7 @@ from .layers import (
     MaxPool2D,
     ReLU,
     Reshape,
+    Residual,
     Sigmoid,
     Tanh,
 )
@@ -104,6 +105,13 @@ def _layer_nodes(layer: Layer, prefix: str, x: str, node: Any, const: Any) -> st
     if isinstance(layer, Reshape):
         shape = const(np.array([0, *layer.shape], np.int64), f"{prefix}.shape")
         return node("Reshape", [x, shape], f"{prefix}.reshape")
+    if isinstance(layer, Residual):
+        out, skip = x, x
+        for i, inner in enumerate(layer.body):
+            out = _layer_nodes(inner, f"{prefix}.body.{i}", out, node, const)
+        for i, inner in enumerate(layer.shortcut or []):
+            skip = _layer_nodes(inner, f"{prefix}.shortcut.{i}", skip, node, const)
+        return node("Add", [out, skip], f"{prefix}.add")
     if isinstance(layer, Flatten):
         return node("Flatten", [x], f"{prefix}.flatten", axis=1)
     if isinstance(layer, Dropout):

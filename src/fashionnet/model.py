@@ -21,6 +21,7 @@ from .layers import (
     Parameter,
     ReLU,
     Reshape,
+    Residual,
     array_namespace,
 )
 from .losses import softmax
@@ -100,14 +101,11 @@ class Sequential:
     @staticmethod
     def param_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
         """{"0.weight": (784, 256), ...}: parameter and buffer shapes, without building it."""
-        shapes: dict[str, tuple[int, ...]] = {}
-        for i, spec in enumerate(config["layers"]):
-            kind = spec["type"]
-            if kind not in LAYER_TYPES:
-                raise ValueError(f"unknown layer type {kind!r}")
-            for name, shape in LAYER_TYPES[kind].param_shapes(spec).items():
-                shapes[f"{i}.{name}"] = shape
-        return shapes
+        return {
+            f"{i}.{name}": shape
+            for i, spec in enumerate(config["layers"])
+            for name, shape in _spec_shapes(spec).items()
+        }
 
     @classmethod
     def from_config(
@@ -118,26 +116,47 @@ class Sequential:
         dtype: Any = np.float32,
     ) -> Sequential:
         """Rebuild the architecture (weights freshly initialised from rng)."""
-        layers: list[Layer] = []
-        for spec in config["layers"]:
-            args = dict(spec)
-            kind = args.pop("type")
-            if kind not in LAYER_TYPES:
-                raise ValueError(f"unknown layer type {kind!r}")
-            layer_cls = LAYER_TYPES[kind]
-            if layer_cls in (Linear, Conv2D):
-                layers.append(layer_cls(**args, rng=rng, dtype=dtype))
-            elif layer_cls is BatchNorm:
-                layers.append(BatchNorm(**args, dtype=dtype))
-            elif layer_cls is Dropout:
-                layers.append(Dropout(**args, rng=rng))
-            else:
-                layers.append(layer_cls(**args))
-        return cls(layers)
+        return cls(build_layer(spec, rng, dtype) for spec in config["layers"])
 
     def __repr__(self) -> str:
         inner = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
         return f"Sequential({inner}\n)"
+
+
+def _layer_class(spec: dict[str, Any]) -> type[Layer]:
+    kind = spec.get("type")
+    if kind not in LAYER_TYPES:
+        raise ValueError(f"unknown layer type {kind!r}")
+    return LAYER_TYPES[kind]
+
+
+def _spec_shapes(spec: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    if _layer_class(spec) is Residual:
+        return {
+            f"{part}.{i}.{name}": shape
+            for part in ("body", "shortcut")
+            for i, inner in enumerate(spec.get(part) or [])
+            for name, shape in _spec_shapes(inner).items()
+        }
+    return _layer_class(spec).param_shapes(spec)
+
+
+def build_layer(spec: dict[str, Any], rng: np.random.Generator | None, dtype: Any) -> Layer:
+    """A layer from its config() entry ({"type": "Linear", ...}), weights drawn from rng."""
+    args = dict(spec)
+    layer_cls = _layer_class(args)
+    del args["type"]
+    if layer_cls is Residual:
+        body = [build_layer(inner, rng, dtype) for inner in args["body"]]
+        shortcut = [build_layer(inner, rng, dtype) for inner in args.get("shortcut") or []]
+        return Residual(body, shortcut or None)
+    if layer_cls in (Linear, Conv2D):
+        return layer_cls(**args, rng=rng, dtype=dtype)
+    if layer_cls is BatchNorm:
+        return BatchNorm(**args, dtype=dtype)
+    if layer_cls is Dropout:
+        return Dropout(**args, rng=rng)
+    return layer_cls(**args)
 
 
 def mlp(

@@ -227,3 +227,54 @@ def test_max_pooling_breaks_ties_like_torch(kwargs, size, rng):
     grad = ours.backward(g)
     np.testing.assert_array_equal(grad != 0, tx.grad.numpy() != 0)  # the same pixels won
     np.testing.assert_allclose(grad, tx.grad.numpy(), rtol=1e-12)  # overlaps add in any order
+
+
+@pytest.mark.parametrize("stride", [1, 2], ids=["identity", "projection"])
+def test_residual_block_matches_torch(stride, rng):
+    """ResNet's basic block in training mode: output, input and parameter gradients, statistics."""
+    from fashionnet.layers import Residual
+
+    ours = Residual.basic(3, 3 * stride, stride=stride, rng=rng, dtype=np.float64)
+    nn = torch.nn
+
+    def twin(layers):
+        out = []
+        for layer in layers:
+            kind = type(layer).__name__
+            if kind == "Conv2D":
+                conv = nn.Conv2d(
+                    layer.in_channels,
+                    layer.out_channels,
+                    layer.kernel_size,
+                    stride=layer.stride,
+                    padding=layer.padding,
+                    bias=False,
+                ).double()
+                with torch.no_grad():
+                    conv.weight.copy_(torch.tensor(layer.weight.data))
+                out.append(conv)
+            elif kind == "BatchNorm":
+                out.append(nn.BatchNorm2d(layer.num_features).double())
+            else:
+                out.append(nn.ReLU())
+        return nn.Sequential(*out)
+
+    body, shortcut = twin(ours.body), twin(ours.shortcut or [])
+    x = rng.normal(size=(4, 3, 6, 6))
+    tx = t(x)
+    out = body(tx) + shortcut(tx)
+    g = rng.normal(size=tuple(out.shape))
+    out.backward(torch.tensor(g))
+    np.testing.assert_allclose(ours.forward(x, training=True), out.detach().numpy(), rtol=1e-9,
+                               atol=1e-10)  # fmt: skip
+    np.testing.assert_allclose(ours.backward(g), tx.grad.numpy(), rtol=1e-8, atol=1e-10)
+    refs = dict(body.named_parameters()) | {f"s{k}": v for k, v in shortcut.named_parameters()}
+    for name, p in ours.params().items():
+        part, i, what = name.split(".")
+        key = f"{i}.{what}" if part == "body" else f"s{i}.{what}"
+        np.testing.assert_allclose(p.grad, refs[key].grad.numpy(), rtol=1e-8, atol=1e-10,
+                                   err_msg=name)  # fmt: skip
+    for name, b in ours.buffers().items():
+        part, i, what = name.split(".")
+        module = (body if part == "body" else shortcut)[int(i)]
+        np.testing.assert_allclose(b, getattr(module, what).numpy(), rtol=1e-10, err_msg=name)

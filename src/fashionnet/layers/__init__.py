@@ -1,7 +1,7 @@
 """Layers: forward caches what backward needs; backward assigns (never adds) parameter gradients.
 
 core: the contract, Linear, activations, Dropout, Flatten; norm: BatchNorm;
-conv: Conv2D, pooling and Reshape over NCHW batches.
+conv: Conv2D, pooling and Reshape over NCHW batches; residual: Residual blocks.
 """
 
 from .conv import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D, Reshape
@@ -21,12 +21,13 @@ from .core import (
     init_weight,
 )
 from .norm import BatchNorm
+from .residual import Residual
 
 LAYER_TYPES: dict[str, type[Layer]] = {
     cls.__name__: cls
     for cls in (
         Linear, ReLU, LeakyReLU, Tanh, Sigmoid, Dropout, BatchNorm, Flatten,
-        Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Reshape,
+        Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Reshape, Residual,
     )
 }  # fmt: skip
 
@@ -47,6 +48,7 @@ __all__ = [
     "Parameter",
     "ReLU",
     "Reshape",
+    "Residual",
     "Sigmoid",
     "Tanh",
     "array_namespace",

@@ -1,0 +1,112 @@
+"""A residual block (He et al. 2016): out = body(x) + shortcut(x)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .conv import Conv2D
+from .core import Array, Layer, Parameter
+from .norm import BatchNorm
+
+
+class Residual(Layer):
+    """body(x) + x, or body(x) + shortcut(x) when the shortcut is given (a 1x1 convolution and
+    BatchNorm where the body changes the channel count or the size).
+
+    The layers inside are named `body.<i>` and `shortcut.<i>` in parameter and checkpoint names.
+    A ReLU after the sum is a separate layer, as in `Residual.basic`.
+    """
+
+    def __init__(self, body: Sequence[Layer], shortcut: Sequence[Layer] | None = None) -> None:
+        if not body:
+            raise ValueError("Residual needs at least one layer in its body")
+        self.body, self.shortcut = list(body), list(shortcut) if shortcut else None
+
+    @classmethod
+    def basic(
+        cls,
+        in_channels: int,
+        out_channels: int,
+        *,
+        stride: int = 1,
+        rng: np.random.Generator,
+        dtype: Any = np.float32,
+    ) -> Residual:
+        """conv3x3 -> BatchNorm -> ReLU -> conv3x3 -> BatchNorm, plus the input (ResNet's basic
+        block); a 1x1 convolution and BatchNorm on the shortcut when shapes change."""
+        from .core import ReLU
+
+        body: list[Layer] = [
+            Conv2D(in_channels, out_channels, 3, stride=stride, padding=1, bias=False, rng=rng,
+                   dtype=dtype),
+            BatchNorm(out_channels, dtype=dtype),
+            ReLU(),
+            Conv2D(out_channels, out_channels, 3, padding=1, bias=False, rng=rng, dtype=dtype),
+            BatchNorm(out_channels, dtype=dtype),
+        ]  # fmt: skip
+        shortcut: list[Layer] | None = None
+        if stride != 1 or in_channels != out_channels:
+            shortcut = [
+                Conv2D(in_channels, out_channels, 1, stride=stride, bias=False, rng=rng,
+                       dtype=dtype),
+                BatchNorm(out_channels, dtype=dtype),
+            ]  # fmt: skip
+        return cls(body, shortcut)
+
+    def _parts(self) -> list[tuple[str, list[Layer]]]:
+        return [("body", self.body)] + ([("shortcut", self.shortcut)] if self.shortcut else [])
+
+    def params(self) -> dict[str, Parameter]:
+        return {
+            f"{part}.{i}.{name}": p
+            for part, layers in self._parts()
+            for i, layer in enumerate(layers)
+            for name, p in layer.params().items()
+        }
+
+    def buffers(self) -> dict[str, Array]:
+        return {
+            f"{part}.{i}.{name}": b
+            for part, layers in self._parts()
+            for i, layer in enumerate(layers)
+            for name, b in layer.buffers().items()
+        }
+
+    def forward(self, x: Array, *, training: bool = False) -> Array:
+        out = x
+        for layer in self.body:
+            out = layer.forward(out, training=training)
+        skip = x
+        for layer in self.shortcut or []:
+            skip = layer.forward(skip, training=training)
+        return out + skip
+
+    def backward(self, grad_out: Array, *, input_grad: bool = True) -> Array | None:
+        """dL/dx = body's input gradient + the shortcut's (grad_out itself for the identity)."""
+        grads = []
+        for _, layers in self._parts():
+            g: Array | None = grad_out
+            for i in range(len(layers) - 1, -1, -1):
+                assert g is not None
+                g = layers[i].backward(g, input_grad=input_grad or i > 0)
+            grads.append(g)
+        if not input_grad:
+            return None
+        body_grad = grads[0]
+        assert body_grad is not None
+        skip_grad = grads[1] if self.shortcut else grad_out
+        return body_grad + skip_grad
+
+    def config(self) -> dict[str, Any]:
+        def specs(layers: list[Layer]) -> list[dict[str, Any]]:
+            return [{"type": type(layer).__name__, **layer.config()} for layer in layers]
+
+        return {"body": specs(self.body), "shortcut": specs(self.shortcut or [])}
+
+    def __repr__(self) -> str:
+        inner = ", ".join(repr(layer) for layer in self.body)
+        skip = ", ".join(repr(layer) for layer in self.shortcut or []) or "identity"
+        return f"Residual(body=[{inner}], shortcut=[{skip}])"
