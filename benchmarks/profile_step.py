@@ -38,10 +38,18 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--batch-norm", action="store_true")
     parser.add_argument("--repeats", type=int, default=300)
+    parser.add_argument("--cnn", action="store_true", help="the small CNN of benchmarks/run.py")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     hidden = [int(h) for h in args.hidden.split(",")]
-    model = mlp(784, hidden, 10, rng=rng, dropout=args.dropout, batch_norm=args.batch_norm)
+    if args.cnn:
+        from run import small_cnn  # benchmarks/run.py, beside this script
+
+        model = small_cnn(rng)
+        title = "small CNN conv32-pool-conv64-pool-fc128"
+    else:
+        model = mlp(784, hidden, 10, rng=rng, dropout=args.dropout, batch_norm=args.batch_norm)
+        title = f"MLP 784-{args.hidden}-10"
     keep_freed_memory()  # as fit() does
     opt = Adam(model.parameters(), lr=1e-3)
     x = rng.random((60000, 784), dtype=np.float32)
@@ -74,7 +82,7 @@ def main() -> None:
         (f"optimizer Adam over {opt.data.size:,} parameters", timeit(opt.step, args.repeats))
     )
     total = sum(t for _, t in rows)
-    print(f"MLP 784-{args.hidden}-10, batch {args.batch_size}, dropout {args.dropout}, "
+    print(f"{title}, batch {args.batch_size}, dropout {args.dropout}, "
           f"BatchNorm {args.batch_norm}: {total * 1e3:.3f} ms per step")  # fmt: skip
     print("| part | ms | share |\n|---|---|---|")
     for name, t in rows:
