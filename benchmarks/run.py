@@ -578,7 +578,19 @@ or a micro-benchmark of the part before and after (same machine, same session):
   same-size temporaries of every step stopped page-faulting back in; a BatchNorm layer's forward
   pass went from 0.46 to 0.19 ms, a 784-256-128-10 epoch from about 1.3 to 1.1 s.
 - The first layer's input gradient is never computed (nothing below it learns), as PyTorch's
-  autograd also skips it: a third of the first layer's backward matrix work."""
+  autograd also skips it: a third of the first layer's backward matrix work.
+The CNN (the small CNN at batch 128, 2 threads: 220 ms per step with NCHW im2col and one GEMM
+per image, 108-120 ms after these):
+
+- Channels-last memory behind NCHW shapes, im2col of k*C contiguous values per kernel row, in
+  chunks of 2 MiB so the columns are multiplied while still in cache: a 32-to-32-channel 3x3
+  convolution of 128 28x28 images, forward + backward, 283 ms in one piece -> 124 ms.
+- 2x2 max-pool as the larger of horizontal, then vertical pairs over whole rows (no masked
+  copies): 33.6 -> 7.3 ms forward on 128x32x28x28.
+- BatchNorm on (N, H*W*C) rows with per-channel vectors tiled, not on (N*H*W, C) rows of 32
+  values: 16.8 -> 8.6 ms forward, 16.6 -> 9.5 ms backward on 128x32x28x28.
+- One-channel input: im2col as one row per kernel position (28-value runs instead of 3):
+  first convolution 6.4 -> 4.4 ms forward, 10.9 -> 6.7 ms backward."""
 
 
 if __name__ == "__main__":
