@@ -207,19 +207,20 @@ def cnn(
     """Flat square images -> stages of 3x3 convolutions -> dense layers -> class scores.
 
     Each stage is a list of output channels: a 3x3 convolution (padding 1, no bias) -> BatchNorm
-    -> ReLU per entry, then a 2x2 max-pool. The stage's last ReLU comes after its pool: max and
-    ReLU commute, so the function is the same and the ReLU runs on a quarter of the pixels.
+    -> ReLU per entry, except that the stage's last convolution is followed by a 2x2 max-pool
+    and only then BatchNorm and ReLU, which so run on a quarter of the pixels.
     Then Flatten -> [Linear -> BatchNorm -> ReLU -> (Dropout)] per hidden size -> Linear.
     """
     layers: list[Layer] = [Reshape((1, image_side, image_side))]
     channels, side = 1, image_side
     for stage in stages:
         for i, out_channels in enumerate(stage):
-            layers += [
-                Conv2D(channels, out_channels, 3, padding=1, bias=False, rng=rng, dtype=dtype),
-                BatchNorm(out_channels, dtype=dtype),
-            ]
-            layers += [MaxPool2D(2), ReLU()] if i == len(stage) - 1 else [ReLU()]
+            conv = Conv2D(channels, out_channels, 3, padding=1, bias=False, rng=rng, dtype=dtype)
+            norm = BatchNorm(out_channels, dtype=dtype)
+            if i < len(stage) - 1:
+                layers += [conv, norm, ReLU()]
+            else:  # pooled first: BatchNorm and ReLU then run on a quarter of the pixels
+                layers += [conv, MaxPool2D(2), norm, ReLU()]
             channels = out_channels
         side //= 2
     layers.append(Flatten())
