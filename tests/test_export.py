@@ -66,7 +66,15 @@ def run_both(model, tmp_path, pixels):
     return ours, theirs
 
 
-@pytest.mark.parametrize("make", [make_mlp, make_cnn], ids=["mlp", "cnn"])
+def make_flip_averaging_cnn(rng):
+    model = make_cnn(rng)
+    model.tta = "flip"
+    return model
+
+
+@pytest.mark.parametrize(
+    "make", [make_mlp, make_cnn, make_flip_averaging_cnn], ids=["mlp", "cnn", "cnn-flip-averaging"]
+)
 def test_onnxruntime_agrees_on_random_images(make, tmp_path, rng):
     pixels = rng.integers(0, 256, (64, 784)).astype(np.float32)
     ours, theirs = run_both(make(rng), tmp_path, pixels)

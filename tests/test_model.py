@@ -98,3 +98,28 @@ def test_same_seed_gives_identical_weights():
 def test_bad_activation_is_named(rng):
     with pytest.raises(ValueError, match="'swish'"):
         mlp(4, [4], 2, rng=rng, activation="swish")
+
+
+def test_flip_averaging_predicts_the_mean_of_both_views(rng, tmp_path):
+    from fashionnet.checkpoint import load_model, save_checkpoint
+    from fashionnet.losses import softmax
+    from fashionnet.model import mirror
+    from fashionnet.train import evaluate
+
+    model = mlp(16, [8], 3, rng=rng)
+    model.tta = "flip"
+    x = rng.normal(size=(5, 16)).astype(np.float32)
+    np.testing.assert_array_equal(mirror(x)[0].reshape(4, 4), x[0].reshape(4, 4)[:, ::-1])
+    expected = (softmax(model.forward(x)) + softmax(model.forward(mirror(x)))) / 2
+    np.testing.assert_allclose(model.predict_proba(x), expected, rtol=1e-6)
+    np.testing.assert_array_equal(model.predict(x), expected.argmax(axis=1))
+    y = np.array([0, 1, 2, 0, 1])
+    loss, accuracy = evaluate(model, x, y)
+    assert accuracy == (expected.argmax(axis=1) == y).mean()
+    np.testing.assert_allclose(loss, -np.log(expected[np.arange(5), y]).mean(), rtol=1e-5)
+    save_checkpoint(tmp_path / "m.npz", model)
+    assert load_model(tmp_path / "m.npz").tta == "flip"
+    with pytest.raises(ValueError, match="tta must be one of flip"):
+        Sequential(model.layers, tta="rotate")
+    with pytest.raises(ValueError, match="square images"):
+        mirror(np.zeros((2, 12), np.float32))

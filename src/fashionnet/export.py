@@ -54,9 +54,23 @@ def to_onnx(
         return label
 
     x = node("Mul", ["pixels", const(np.array(input_scale, np.float32), "input_scale")], "scaled")
+    if model.tta == "flip":  # the mirror images go through as a second half of the batch
+        side = round(n_features**0.5)
+        square = node("Reshape", [x, const(np.array([0, side, side]), "tta.square")], "tta.sq")
+        steps = [const(np.array([v]), f"tta.{k}") for k, v in
+                 (("start", -1), ("end", -(2**63)), ("axis", 2), ("step", -1))]  # fmt: skip
+        mirrored = node("Slice", [square, *steps], "tta.mirrored")
+        flat = node("Reshape", [mirrored, const(np.array([0, n_features]), "tta.flat")], "tta.m")
+        x = node("Concat", [x, flat], "tta.both", axis=0)
     for i, layer in enumerate(model.layers):
         x = _layer_nodes(layer, f"{i}", x, node, const)
-    node("Softmax", [x], "probabilities", axis=1)
+    if model.tta == "flip":
+        n_out = model.forward(np.zeros((1, n_features), np.float32)).shape[1]
+        probs = node("Softmax", [x], "tta.probabilities", axis=1)
+        pairs = node("Reshape", [probs, const(np.array([2, -1, n_out]), "tta.pairs")], "tta.p")
+        node("ReduceMean", [pairs], "probabilities", axes=[0], keepdims=0)
+    else:
+        node("Softmax", [x], "probabilities", axis=1)
     graph = helper.make_graph(
         nodes,
         name,

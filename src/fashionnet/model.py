@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from itertools import pairwise
 from typing import Any
@@ -33,9 +34,19 @@ ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
 INFERENCE_BATCH = 2048
 
 
+TTA_MODES = ("flip",)
+
+
 class Sequential:
-    def __init__(self, layers: Iterable[Layer]) -> None:
+    """Layers applied in order. With tta="flip" the model's predictions (predict_proba, predict,
+    evaluate, export) average the class probabilities of each square image and its mirror image;
+    training and forward() are unchanged."""
+
+    def __init__(self, layers: Iterable[Layer], *, tta: str | None = None) -> None:
+        if tta is not None and tta not in TTA_MODES:
+            raise ValueError(f"tta must be one of {', '.join(TTA_MODES)} or None; got {tta!r}")
         self.layers = list(layers)
+        self.tta = tta
 
     def forward(self, x: Array, *, training: bool = False) -> Array:
         for layer in self.layers:
@@ -80,23 +91,28 @@ class Sequential:
         xp = array_namespace(x)
         if len(x) == 0:
             raise ValueError("predict needs at least one sample")
-        parts = [softmax(self.forward(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+        parts = [self._proba(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
         return parts[0] if len(parts) == 1 else xp.concatenate(parts)
+
+    def _proba(self, x: Array) -> Array:
+        probs = softmax(self.forward(x))
+        if self.tta == "flip":
+            probs += softmax(self.forward(mirror(x)))
+            probs *= probs.dtype.type(0.5)
+        return probs
 
     def predict(self, x: Array, *, batch_size: int = INFERENCE_BATCH) -> Array:
         """Predicted class indices (n,)."""
         xp = array_namespace(x)
         if len(x) == 0:
             raise ValueError("predict needs at least one sample")
-        parts = [
-            self.forward(x[i : i + batch_size]).argmax(axis=1) for i in range(0, len(x), batch_size)
-        ]
+        scores = self._proba if self.tta else self.forward
+        parts = [scores(x[i : i + batch_size]).argmax(axis=1) for i in range(0, len(x), batch_size)]
         return xp.concatenate(parts)
 
     def config(self) -> dict[str, Any]:
-        return {
-            "layers": [{"type": type(layer).__name__, **layer.config()} for layer in self.layers]
-        }
+        layers = [{"type": type(layer).__name__, **layer.config()} for layer in self.layers]
+        return {"layers": layers} | ({"tta": self.tta} if self.tta else {})
 
     @staticmethod
     def param_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -116,11 +132,22 @@ class Sequential:
         dtype: Any = np.float32,
     ) -> Sequential:
         """Rebuild the architecture (weights freshly initialised from rng)."""
-        return cls(build_layer(spec, rng, dtype) for spec in config["layers"])
+        return cls(
+            (build_layer(spec, rng, dtype) for spec in config["layers"]), tta=config.get("tta")
+        )
 
     def __repr__(self) -> str:
         inner = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
         return f"Sequential({inner}\n)"
+
+
+def mirror(x: Array) -> Array:
+    """Flat square images (n, side * side) mirrored left to right."""
+    n, features = x.shape
+    side = math.isqrt(features)
+    if side * side != features:
+        raise ValueError(f"flip averaging needs square images; got {features} pixels per image")
+    return x.reshape(n, side, side)[:, :, ::-1].reshape(n, features)
 
 
 def _layer_class(spec: dict[str, Any]) -> type[Layer]:

@@ -60,8 +60,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # Convolutional presets (layers in model.cnn): 3x3 convolutions with BatchNorm, 2x2 pooling,
     # AdamW with a cosine schedule. cnn-small: two convolutions, mirrored images, five epochs
-    # (a few minutes); cnn: four convolutions, images also shifted by up to 2 pixels, label
-    # smoothing, twelve epochs with one of warmup (under 30 minutes on 2 cores).
+    # (a few minutes); cnn: four convolutions, images also shifted by up to 2 pixels, 13 epochs
+    # with one of warmup (under 30 minutes on 2 cores), and predictions that average each image's
+    # and its mirror image's probabilities. A 12-epoch run (BatchNorm before pooling, label
+    # smoothing 0.1, dropout
+    # 0.3) ended with train accuracy equal to validation (0.941, underfitting) and test 0.9311
+    # (0.9351 with the averaging).
     "cnn-small": {
         "arch": "cnn",
         "stages": [[32], [64]],
@@ -81,16 +85,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "arch": "cnn",
         "stages": [[32], [64, 64], [128]],
         "hidden": [256],
-        "dropout": 0.3,
+        "dropout": 0.25,
         "augment": {"flip": True, "shift": 2},
         "optimizer": "adamw",
         "lr": 3e-3,
         "weight_decay": 0.05,
         "schedule": "cosine",
         "warmup_epochs": 1,
-        "epochs": 12,
+        "epochs": 13,
         "batch_size": 128,
-        "label_smoothing": 0.1,
+        "label_smoothing": 0.0,
+        "tta": "flip",
     },
 }
 COMMON: dict[str, Any] = {
@@ -118,20 +123,23 @@ def build(
         side = round(n_features**0.5)
         if side * side != n_features:
             raise ValueError(f"a CNN needs square images; got {n_features} pixels per image")
-        return cnn(
+        model = cnn(
             side, config["stages"], config["hidden"], n_classes, rng=rng, dropout=config["dropout"]
         )
-    return mlp(
-        n_features,
-        config["hidden"],
-        n_classes,
-        rng=rng,
-        activation=config["activation"],
-        dropout=config["dropout"],
-        input_dropout=config.get("input_dropout", 0.0),
-        batch_norm=config.get("batch_norm", False),
-        init=config["init"],
-    )
+    else:
+        model = mlp(
+            n_features,
+            config["hidden"],
+            n_classes,
+            rng=rng,
+            activation=config["activation"],
+            dropout=config["dropout"],
+            input_dropout=config.get("input_dropout", 0.0),
+            batch_norm=config.get("batch_norm", False),
+            init=config["init"],
+        )
+    model.tta = config.get("tta")
+    return model
 
 
 def build_training(

@@ -113,14 +113,20 @@ def keep_freed_memory() -> bool:
 def evaluate(
     model: Sequential, x: Array, y: Array, *, batch_size: int = INFERENCE_BATCH
 ) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of model on (x, y), in inference mode."""
+    """(mean cross-entropy, accuracy) of model on (x, y), in inference mode (with the model's
+    test-time averaging, if any)."""
     total_loss, correct = 0.0, 0
     for start in range(0, len(x), batch_size):
-        logits = model.forward(x[start : start + batch_size])
         labels = y[start : start + batch_size]
-        loss, _ = softmax_cross_entropy(logits, labels)
+        if model.tta:
+            probs = model.predict_proba(x[start : start + batch_size])
+            picked = probs[np.arange(len(labels)), labels]
+            loss = float(-np.log(np.maximum(picked, np.finfo(probs.dtype).tiny)).mean())
+        else:
+            probs = model.forward(x[start : start + batch_size])  # logits rank the same
+            loss, _ = softmax_cross_entropy(probs, labels)
         total_loss += loss * len(labels)
-        correct += int((logits.argmax(axis=1) == labels).sum())
+        correct += int((probs.argmax(axis=1) == labels).sum())
     return total_loss / len(x), correct / len(x)
 
 
