@@ -183,6 +183,65 @@ def worker_cnn_throughput(impl: str, threads: int, smoke: bool) -> dict[str, Any
     return _throughput(impl, threads, small_cnn(np.random.default_rng(0)), x, y, xt, smoke)
 
 
+CNN_EPOCHS = 3
+
+
+def worker_cnn_accuracy(impl: str, threads: int, smoke: bool) -> dict[str, Any]:
+    """The small CNN trained in both, same initial weights, data order, Adam (lr 1e-3) and
+    batch 128: test accuracy and training seconds after each epoch."""
+    import numpy as np
+
+    from fashionnet.data import iterate_batches
+    from fashionnet.losses import softmax_cross_entropy
+    from fashionnet.optim import Adam
+    from fashionnet.train import evaluate, keep_freed_memory
+
+    x, y, xt, yt = _data(smoke)
+    model = small_cnn(np.random.default_rng(0))
+    order = np.random.default_rng(1)
+    curve: list[tuple[float, float]] = []
+    elapsed = 0.0
+    if impl == "fashionnet":
+        keep_freed_memory()
+        opt = Adam(model.parameters(), lr=1e-3)
+
+        def train_step(xb: Any, yb: Any) -> None:
+            _, g = softmax_cross_entropy(model.forward(xb, training=True), yb)
+            model.backward(g)
+            opt.step()
+
+        def accuracy() -> float:
+            return evaluate(model, xt, yt)[1]
+    else:
+        import torch
+
+        net = _torch_twin(model, threads)
+        topt = torch.optim.Adam(net.parameters(), lr=1e-3)
+
+        def train_step(xb: Any, yb: Any) -> None:
+            topt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(
+                net(torch.from_numpy(xb)), torch.from_numpy(yb)
+            )
+            loss.backward()
+            topt.step()
+
+        def accuracy() -> float:
+            with torch.no_grad():
+                txt = torch.from_numpy(xt)
+                hits = sum(int((net(txt[i : i + 2048]).argmax(1).numpy() == yt[i : i + 2048]).sum())
+                           for i in range(0, len(xt), 2048))  # fmt: skip
+            return hits / len(xt)
+
+    for _ in range(1 if smoke else CNN_EPOCHS):
+        t0 = time.perf_counter()
+        for xb, yb in iterate_batches(x, y, 128, rng=order):
+            train_step(xb, yb)
+        elapsed += time.perf_counter() - t0
+        curve.append((round(elapsed, 2), accuracy()))
+    return {"curve": curve}
+
+
 def worker_time_to_accuracy(impl: str, threads: int, smoke: bool) -> dict[str, Any]:
     """Training seconds (evaluation excluded) until test accuracy first reaches each target."""
     import numpy as np
@@ -303,6 +362,7 @@ PROFILES = {
 WORKERS = {
     "mlp_throughput": worker_mlp_throughput,
     "cnn_throughput": worker_cnn_throughput,
+    "cnn_accuracy": worker_cnn_accuracy,
     "time_to_accuracy": worker_time_to_accuracy,
     "load": worker_load,
 }
@@ -440,6 +500,7 @@ def main() -> None:
             str(t): alternate("cnn_throughput", impls, t, repeats, args.smoke)
             for t in ((1,) if args.smoke else (1, 2))
         }
+        results["cnn_accuracy"] = alternate("cnn_accuracy", impls, 2, 1, args.smoke)
     if "accuracy" in sections:
         impls = ["fashionnet-mlp", "fashionnet-seed", "notebook"]
         impls += ["sklearn"] if have["sklearn"] else []
@@ -525,6 +586,19 @@ def render(results: dict[str, Any]) -> str:
                     f"| {threads} | {impl} | {med:,.0f} [{lo:,.0f}-{hi:,.0f}] | {inf:.1f} ms | "
                     f"{rss:.0f} MB | {ratio} |"
                 )
+        lines.append("")
+    if "cnn_accuracy" in results:
+        lines += [
+            "## Small CNN: test accuracy after each epoch (training seconds, 2 threads)",
+            "",
+            "Same initial weights, data order, Adam (lr 1e-3) and batch 128 in both.",
+            "",
+            "| impl | " + " | ".join(f"epoch {i + 1}" for i in range(CNN_EPOCHS)) + " |",
+            "|---|" + "---|" * CNN_EPOCHS,
+        ]
+        for impl, rs in results["cnn_accuracy"].items():
+            cells = [f"{acc:.4f} ({sec:.0f} s)" for sec, acc in rs[0]["curve"]]
+            lines.append(f"| {impl} | " + " | ".join(cells) + " |")
         lines.append("")
     if "time_to_accuracy" in results:
         lines += [
