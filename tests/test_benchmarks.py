@@ -24,5 +24,7 @@ def test_benchmark_smoke_run_produces_every_section(tmp_path, real_data):
     assert runs[0]["train_samples_per_s"] > 0 and runs[0]["peak_rss_mb"] > 0
     cnn = results["cnn_throughput"]["1"]
     assert cnn["fashionnet"][0]["train_samples_per_s"] > 0 and cnn["fashionnet"][0]["infer_ms"] > 0
+    (seconds, accuracy), *_ = results["cnn_accuracy"]["fashionnet"][0]["curve"]
+    assert seconds > 0 and 0 <= accuracy <= 1
     assert set(results["time_to_accuracy"]) >= {"fashionnet-mlp", "fashionnet-seed", "notebook"}
     assert results["load"]["csv"][0]["rows"] == results["load"]["csv-cached"][0]["rows"] == 200
