@@ -59,21 +59,20 @@ class Residual(Layer):
     def _parts(self) -> list[tuple[str, list[Layer]]]:
         return [("body", self.body)] + ([("shortcut", self.shortcut)] if self.shortcut else [])
 
-    def params(self) -> dict[str, Parameter]:
+    def _named(self, kind: str) -> dict[str, Any]:
+        """Every inner layer's params() or buffers(), as {"body.0.weight": ...}."""
         return {
-            f"{part}.{i}.{name}": p
+            f"{part}.{i}.{name}": value
             for part, layers in self._parts()
             for i, layer in enumerate(layers)
-            for name, p in layer.params().items()
+            for name, value in getattr(layer, kind)().items()
         }
 
+    def params(self) -> dict[str, Parameter]:
+        return self._named("params")
+
     def buffers(self) -> dict[str, Array]:
-        return {
-            f"{part}.{i}.{name}": b
-            for part, layers in self._parts()
-            for i, layer in enumerate(layers)
-            for name, b in layer.buffers().items()
-        }
+        return self._named("buffers")
 
     def forward(self, x: Array, *, training: bool = False) -> Array:
         out = x
