@@ -351,13 +351,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    if not (args.run / "model.npz").is_file():
-        raise UsageError(f"{args.run}: no model.npz, not a finished fashionnet run folder")
+def _need_matplotlib(command: str) -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise UsageError("fashionnet report needs matplotlib: pip install matplotlib") from None
+        raise UsageError(f"{command} needs matplotlib: pip install matplotlib") from None
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    if not (args.run / "model.npz").is_file():
+        raise UsageError(f"{args.run}: no model.npz, not a finished fashionnet run folder")
+    _need_matplotlib("fashionnet report")
     _write_report(args.run, args.data, limit=args.limit)
     return 0
 
@@ -449,10 +453,7 @@ def _show(data: Dataset, args: argparse.Namespace) -> int:
             found = np.flatnonzero(split.labels == c)[:k].tolist()
             picks += found + [-1] * (k - len(found))
         columns = k
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise UsageError("fashionnet data show needs matplotlib: pip install matplotlib") from None
+    _need_matplotlib("fashionnet data show")
     from .plots import image_grid
 
     blank = np.zeros(split.images.shape[1:], np.uint8)

@@ -137,8 +137,7 @@ def build(
             batch_norm=config.get("batch_norm", False),
             init=config["init"],
         )
-    model.tta = config.get("tta")
-    return model
+    return Sequential(model.layers, tta=config.get("tta"))
 
 
 def build_training(

@@ -180,7 +180,7 @@ def parse_csv(
     lines = text.splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
-    skip = 1 if lines and any(ch.isalpha() for ch in lines[0]) else 0
+    skip = int(header)
     rows = lines[skip:]
     if not rows:
         raise DataError(f"{path}: no data rows (expected label,pixel1,...,pixelN lines)")

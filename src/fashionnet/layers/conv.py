@@ -129,10 +129,9 @@ class Conv2D(Layer):
         xp = array_namespace(x)
         if k * c < 16:  # few channels: one row of columns per (position, channel), as in NCHW
             rows = xp.empty((k, k, c, n, oh, ow), x.dtype)
-            for pos in range(k * k):
-                rows[pos // k, pos % k] = _tap(padded, pos // k, pos % k, s, oh, ow).transpose(
-                    3, 0, 1, 2
-                )
+            for i in range(k):
+                for j in range(k):
+                    rows[i, j] = _tap(padded, i, j, s, oh, ow).transpose(3, 0, 1, 2)
             return rows.reshape(k * k * c, n * oh * ow).T
         cols = xp.empty((n, oh, ow, k, k * c), x.dtype)
         # the strides of contiguous memory (a size-1 axis may report any stride)
@@ -184,10 +183,10 @@ class Conv2D(Layer):
         taps = self._matrix().reshape(k * k, c, o).transpose(0, 2, 1)
         step = self._images_per_chunk(pixels, x.itemsize)
         for n0 in range(0, n, step):
-            rows = g[n0 * pixels : (n0 + step) * pixels]
-            d_matrix += self._im2col(x[n0 : n0 + step]).T @ rows
+            chunk, rows = x[n0 : n0 + step], g[n0 * pixels : (n0 + step) * pixels]
+            d_matrix += self._im2col(chunk).T @ rows
             if grad is not None:
-                grad[n0 : n0 + step] = self._col2im(rows @ taps, len(x[n0 : n0 + step]), h, w)
+                grad[n0 : n0 + step] = self._col2im(rows @ taps, len(chunk), h, w)
         self.weight.grad[...] = d_matrix.reshape(k, k, c, o).transpose(3, 2, 0, 1)
         if self.bias is not None:
             g.sum(axis=0, out=self.bias.grad)
@@ -298,26 +297,21 @@ class MaxPool2D(_Pool2D):
 
     def _backward_2x2(self, g: Array, left_won: Array, top_won: Array) -> Array:
         xp = array_namespace(g)
-        h, w = self._x_shape[1:3]
-        if h % 2 or w % 2:
-            grad = xp.zeros(self._x_shape, g.dtype)
-            grad[:, : h - h % 2, : w - w % 2] = self._backward_2x2_even(g, left_won, top_won)
-            return grad
-        return self._backward_2x2_even(g, left_won, top_won)
-
-    def _backward_2x2_even(self, g: Array, left_won: Array, top_won: Array) -> Array:
-        xp = array_namespace(g)
-        n, h, w, c = self._x_shape
-        h, w = h - h % 2, w - w % 2
+        n, h_in, w_in, c = self._x_shape
+        h, w = h_in - h_in % 2, w_in - w_in % 2  # the pooled part
         rows = xp.empty((n * (h // 2), 2, (w // 2) * c), g.dtype)
         g = g.reshape(n * (h // 2), (w // 2) * c)
         xp.multiply(g, top_won, out=rows[:, 0], dtype=g.dtype)
         xp.subtract(g, rows[:, 0], out=rows[:, 1])
         wide = rows.reshape(n * h * (w // 2), c)
-        grad = xp.empty((n * h * (w // 2), 2, c), g.dtype)
-        xp.multiply(wide, left_won, out=grad[:, 0], dtype=g.dtype)
-        xp.subtract(wide, grad[:, 0], out=grad[:, 1])
-        return grad.reshape(n, h, w, c)
+        pairs = xp.empty((n * h * (w // 2), 2, c), g.dtype)
+        xp.multiply(wide, left_won, out=pairs[:, 0], dtype=g.dtype)
+        xp.subtract(wide, pairs[:, 0], out=pairs[:, 1])
+        if (h, w) == (h_in, w_in):
+            return pairs.reshape(n, h, w, c)
+        grad = xp.zeros(self._x_shape, g.dtype)  # a dropped last row or column gets nothing
+        grad[:, :h, :w] = pairs.reshape(n, h, w, c)
+        return grad
 
 
 class AvgPool2D(_Pool2D):
