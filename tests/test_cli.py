@@ -98,10 +98,28 @@ def test_same_seed_same_model_file_weights(tmp_path, tiny_data):
         np.testing.assert_array_equal(a[name], b[name])
 
 
+def test_restarts_schedule_flags_are_recorded_and_used(tmp_path, tiny_data, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--data", str(tiny_data), "--epochs", "3", "--val-size", "20",
+            "--batch-size", "20", "--quiet", "--no-report", "--out", str(out)]  # fmt: skip
+    assert main([*args, "--schedule", "restarts", "--cycle-epochs", "1"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["schedule"] == "restarts" and config["cycle_epochs"] == 1
+    # a one-epoch cycle, then the last two-epoch cycle: the rate at the end of epoch 2 is back
+    # up half-way, above the annealed ends of epochs 1 and 3
+    lrs = [json.loads(line)["lr"] for line in (out / "history.jsonl").read_text().splitlines()]
+    assert lrs[1] > 5 * lrs[0] and lrs[1] > 5 * lrs[2]
+    code = main([*args[:-1], str(tmp_path / "b"), "--schedule", "cosine", "--cycle-epochs", "2"])
+    assert code == 2 and "--cycle-epochs needs --schedule restarts" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
 @pytest.mark.parametrize(
     "argv",
     [
         ["train", "--epochs", "0"],
+        ["train", "--cycle-epochs", "0"],
+        ["train", "--schedule", "sgdr"],
         ["train", "--lr", "-1"],
         ["train", "--hidden", "256,x"],
         ["train", "--dropout", "1.5"],

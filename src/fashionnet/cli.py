@@ -106,7 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--label-smoothing", type=_float_in(0, 1))
     tr.add_argument("--tta", choices=["flip", "none"],
                     help="average each image's predictions with its mirror image's")  # fmt: skip
-    tr.add_argument("--schedule", choices=["constant", "cosine"])
+    tr.add_argument(
+        "--schedule",
+        choices=["constant", "cosine", "restarts"],
+        help="restarts: cosine cycles, each twice as long as the one before",
+    )
+    tr.add_argument(
+        "--cycle-epochs",
+        type=_positive_int,
+        help="the first cycle's length with --schedule restarts (default 4)",
+    )
     tr.add_argument(
         "--patience", type=_positive_int, help="early stopping after N epochs without gain"
     )
@@ -186,7 +195,7 @@ def _epoch_line(record: dict[str, Any]) -> str:
 
 TRAIN_FLAGS = (
     "epochs", "batch_size", "lr", "optimizer", "weight_decay", "hidden", "dropout",
-    "label_smoothing", "schedule", "patience", "val_size", "seed", "limit", "data",
+    "label_smoothing", "schedule", "cycle_epochs", "patience", "val_size", "seed", "limit", "data",
     "checkpoint_every", "tta",
 )  # fmt: skip
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
@@ -229,6 +238,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = make_config(args.preset, **{k: getattr(args, k) for k in TRAIN_FLAGS})
         if config.get("tta") == "none":
             config["tta"] = None
+        if args.cycle_epochs is not None and config["schedule"] != "restarts":
+            raise UsageError(f"--cycle-epochs needs --schedule restarts, not {config['schedule']}")
         out = args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.preset}"
         if out.exists() and not out.is_dir():
             raise UsageError(f"--out {out}: exists and is not a folder")

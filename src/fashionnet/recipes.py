@@ -152,18 +152,23 @@ def build_training(
             "nesterov": config.get("nesterov", True),
         }
     optimizer = make_optimizer(config["optimizer"], model.parameters(), **opt_args)
-    steps_per_epoch = -(-n_train // config["batch_size"])
-    schedule = make_schedule(
-        {"name": "constant", "lr": config["lr"]}
-        if config["schedule"] == "constant"
-        else {
-            "name": "cosine",
-            "lr": config["lr"],
-            "total_steps": config["epochs"] * steps_per_epoch,
-            "warmup_steps": config["warmup_epochs"] * steps_per_epoch,
-        }
-    )
-    return model, optimizer, schedule
+    return model, optimizer, make_schedule(schedule_config(config, n_train))
+
+
+def schedule_config(config: dict[str, Any], n_train: int) -> dict[str, Any]:
+    """The run's learning-rate schedule in steps, from its settings in epochs."""
+    name, steps_per_epoch = config["schedule"], -(-n_train // config["batch_size"])
+    if name == "constant":
+        return {"name": name, "lr": config["lr"]}
+    schedule = {
+        "name": name,
+        "lr": config["lr"],
+        "total_steps": config["epochs"] * steps_per_epoch,
+        "warmup_steps": config["warmup_epochs"] * steps_per_epoch,
+    }
+    if name == "restarts":
+        schedule["cycle_steps"] = config.get("cycle_epochs", 4) * steps_per_epoch
+    return schedule
 
 
 def _write_json(path: Path, obj: Any) -> None:
