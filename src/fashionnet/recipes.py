@@ -39,24 +39,31 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 256,
         "label_smoothing": 0.0,
     },
-    # The default: 784-512-256-10 with BatchNorm, dropout, mirrored images, AdamW and a cosine
-    # schedule. Without BatchNorm the same budget plateaus at 0.898-0.900 test accuracy.
+    # The default: 784-256-128-10 with BatchNorm, mirrored images, label smoothing, AdamW and
+    # cosine cycles with warm restarts after epochs 4 and 12. The first cycle ends above 0.88
+    # test accuracy within seconds, the last (16 epochs) at 0.90+. Measured (seeds 0 and 1):
+    # dropout 0.05 instead of label smoothing scored the same but let the validation loss rise
+    # in the last cycle, so the best-epoch restore went back to epoch 12 (0.8946); dropout 0.05
+    # with smoothing 0.9039/0.9047 but only 0.880-0.881 after the first cycle. The previous
+    # default (512-256, dropout 0.25, one cosine over 28 epochs) scored 0.9032/0.9041 in twice
+    # the time and reached 0.88 at epoch 7. Without BatchNorm: 0.898-0.900.
     "mlp": {
-        "hidden": [512, 256],
+        "hidden": [256, 128],
         "activation": "relu",
         "init": "he",
         "batch_norm": True,
-        "dropout": 0.25,
+        "dropout": 0.0,
         "input_dropout": 0.0,
         "augment": {"flip": True},
         "optimizer": "adamw",
         "lr": 3e-3,
         "weight_decay": 0.1,
-        "schedule": "cosine",
+        "schedule": "restarts",
+        "cycle_epochs": 4,
         "warmup_epochs": 0,
         "epochs": 28,
         "batch_size": 256,
-        "label_smoothing": 0.0,
+        "label_smoothing": 0.1,
     },
     # Convolutional presets (layers in model.cnn): 3x3 convolutions with BatchNorm, 2x2 pooling,
     # AdamW with a cosine schedule. cnn-small: two convolutions, mirrored images, five epochs
