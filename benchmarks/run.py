@@ -321,15 +321,7 @@ def worker_load(impl: str, threads: int, smoke: bool) -> dict[str, Any]:
 SECTIONS = ("mlp", "cnn", "accuracy", "load", "profile")
 PROFILES = {
     "benchmark MLP": ["--hidden", "256,128"],
-    "default preset": [
-        "--hidden",
-        "512,256",
-        "--dropout",
-        "0.25",
-        "--batch-norm",
-        "--batch-size",
-        "256",
-    ],
+    "default preset": ["--hidden", "256,128", "--batch-norm", "--batch-size", "256"],
     "small CNN": ["--cnn", "--repeats", "20"],  # each part takes milliseconds, not microseconds
 }
 
@@ -476,9 +468,10 @@ def main() -> None:
         }
         results["cnn_accuracy"] = alternate("cnn_accuracy", impls, 2, 1, args.smoke)
     if "accuracy" in sections:
-        impls = ["fashionnet-mlp", "fashionnet-seed", "notebook"]
-        impls += ["sklearn"] if have["sklearn"] else []
-        results["time_to_accuracy"] = alternate("time_to_accuracy", impls, 2, 1, args.smoke)
+        # the notebook's run takes minutes and varies little: once; the others `repeats` times
+        impls = ["fashionnet-mlp", "fashionnet-seed"] + (["sklearn"] if have["sklearn"] else [])
+        results["time_to_accuracy"] = alternate("time_to_accuracy", impls, 2, repeats, args.smoke)
+        results["time_to_accuracy"] |= alternate("time_to_accuracy", ["notebook"], 2, 1, args.smoke)
     if "load" in sections:
         from fashionnet.data import SYSTEM_DATA_DIR
 
@@ -578,18 +571,22 @@ def render(results: dict[str, Any]) -> str:
         lines += [
             "## Time to test accuracy (training seconds, evaluation excluded, 2 threads)",
             "",
-            "| impl | to 76% | to 85% | to 88% | final accuracy | training seconds | peak RSS |",
-            "|---|---|---|---|---|---|---|",
+            "Test accuracy measured after every epoch (every 50 iterations for the notebook's "
+            "full-batch descent); the default preset (`fashionnet-mlp`) and the `seed` preset as "
+            "`fashionnet train` runs them, on all 60,000 training images.",
+            "",
+            "| impl | runs | to 76% | to 85% | to 88% | final accuracy | training seconds | "
+            "peak RSS |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for impl, rs in results["time_to_accuracy"].items():
-            r = rs[0]
-            cells = [
-                "-" if r["seconds_to"][t] is None else f"{r['seconds_to'][t]:.1f} s"
-                for t in ("0.76", "0.85", "0.88")
-            ]
+            cells = [_reached(rs, t) for t in ("0.76", "0.85", "0.88")]
+            acc, lo, hi = median_of(rs, "final_accuracy")
+            final = f"{acc:.4f}" + (f" [{lo:.4f}-{hi:.4f}]" if len(rs) > 1 else "")
             lines.append(
-                f"| {impl} | {' | '.join(cells)} | {r['final_accuracy']:.4f} | "
-                f"{r['train_seconds']:.1f} | {r['peak_rss_mb']:.0f} MB |"
+                f"| {impl} | {len(rs)} | {' | '.join(cells)} | {final} | "
+                f"{median_of(rs, 'train_seconds')[0]:.1f} | "
+                f"{median_of(rs, 'peak_rss_mb')[0]:.0f} MB |"
             )
         lines.append("")
     if "load" in results:
@@ -610,6 +607,17 @@ def render(results: dict[str, Any]) -> str:
             lines += [f"{name}: {table.strip()}", ""]
         lines += [OPTIMISATIONS, ""]
     return "\n".join(lines)
+
+
+def _reached(runs: list[dict[str, Any]], target: str) -> str:
+    """Median seconds to `target` [min-max], or how many runs never reached it."""
+    times = [r["seconds_to"][target] for r in runs if r["seconds_to"][target] is not None]
+    if not times:
+        return "-"
+    med = statistics.median(times)
+    if len(times) < len(runs):
+        return f"{med:.1f} s in {len(times)} of {len(runs)} runs"
+    return f"{med:.1f} s" + (f" [{min(times):.1f}-{max(times):.1f}]" if len(times) > 1 else "")
 
 
 OPTIMISATIONS = """What changed the profile, each measured here with `benchmarks/profile_step.py`

@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import os
 import subprocess
@@ -28,3 +29,14 @@ def test_benchmark_smoke_run_produces_every_section(tmp_path, real_data):
     assert seconds > 0 and 0 <= accuracy <= 1
     assert set(results["time_to_accuracy"]) >= {"fashionnet-mlp", "fashionnet-seed", "notebook"}
     assert results["load"]["csv"][0]["rows"] == results["load"]["csv-cached"][0]["rows"] == 200
+
+    # the tables render from these results (as BENCHMARKS.md is written after a full run)
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    page = bench.render(results)
+    for title in ("## MLP 784-256-128-10", "## Small CNN", "## Time to test accuracy",
+                  "## Loading", "## Where a training step's time goes"):  # fmt: skip
+        assert title in page
+    assert "| fashionnet-mlp | 1 |" in page
