@@ -34,7 +34,7 @@ def train_argv(data_dir, out, optimizer):
         "train", "--data", str(data_dir), "--out", str(out), "--hidden", "32",
         "--dropout", "0.1", "--epochs", "5", "--batch-size", "25", "--val-size", "100",
         "--optimizer", optimizer, "--lr", "0.01", "--checkpoint-every", "3", "--quiet",
-        "--no-report",
+        "--no-report", "--cycle-epochs", "1",  # a restart after epoch 1: resumes mid-cycle too
     ]  # fmt: skip
 
 
