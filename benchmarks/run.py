@@ -60,6 +60,19 @@ def worker_mlp_throughput(impl: str, threads: int, smoke: bool) -> dict[str, Any
     return _throughput(impl, threads, model, x, y, xt, smoke)
 
 
+def worker_mlp_default_throughput(impl: str, threads: int, smoke: bool) -> dict[str, Any]:
+    """The same for the default preset's network (784-256-128-10 with BatchNorm) at its batch
+    size, 256."""
+    import numpy as np
+
+    from fashionnet.recipes import build, make_config
+
+    x, y, xt, _ = _data(smoke)
+    config = make_config("mlp")
+    model = build(config, 784, 10, np.random.default_rng(0))
+    return _throughput(impl, threads, model, x, y, xt, smoke, batch=config["batch_size"])
+
+
 def _steppers(impl: str, model: Any, threads: int) -> tuple[Any, Any]:
     """(train_step(x, y), predict(x) -> labels) on numpy batches: Adam (lr 1e-3) over
     fashionnet's model, or over its PyTorch twin with the same initial weights."""
@@ -89,16 +102,18 @@ def _steppers(impl: str, model: Any, threads: int) -> tuple[Any, Any]:
         topt.step()
 
     def torch_predict(x: Any) -> Any:
+        net.eval()  # BatchNorm's running statistics, as fashionnet's predict
         with torch.no_grad():
             tx = torch.from_numpy(x)
             parts = [net(tx[i : i + 2048]).argmax(1) for i in range(0, len(tx), 2048)]
-            return torch.cat(parts).numpy()
+        net.train()
+        return torch.cat(parts).numpy()
 
     return torch_step, torch_predict
 
 
 def _throughput(
-    impl: str, threads: int, model: Any, x: Any, y: Any, xt: Any, smoke: bool
+    impl: str, threads: int, model: Any, x: Any, y: Any, xt: Any, smoke: bool, batch: int = 128
 ) -> dict[str, Any]:
     import numpy as np
 
@@ -107,7 +122,7 @@ def _throughput(
     rng = np.random.default_rng(1)
     conv = any(type(layer).__name__ == "Conv2D" for layer in model.layers)
     steps = 10 if smoke else (150 if conv else 1200)
-    batches = [b for _, b in zip(range(steps), iterate_batches(x, y, 128, rng=rng), strict=False)]
+    batches = [b for _, b in zip(range(steps), iterate_batches(x, y, batch, rng=rng), strict=False)]
     while len(batches) < steps:
         batches += batches[: steps - len(batches)]
     train_step, predict = _steppers(impl, model, threads)
@@ -129,7 +144,7 @@ def _throughput(
         infer()
         times.append(time.perf_counter() - t0)
     return {
-        "train_samples_per_s": 128 * (steps - warm) / seconds,
+        "train_samples_per_s": batch * (steps - warm) / seconds,
         "infer_ms": 1e3 * min(times),
         "infer_images": len(xt),
     }
@@ -158,11 +173,22 @@ def _torch_twin(model: Any, threads: int) -> Any:
     for layer in model.layers:
         kind = type(layer).__name__
         if kind == "Linear":
-            lin = torch.nn.Linear(layer.in_features, layer.out_features)
+            bias = layer.bias is not None
+            lin = torch.nn.Linear(layer.in_features, layer.out_features, bias=bias)
             with torch.no_grad():
                 lin.weight.copy_(torch.from_numpy(layer.weight.data.T.copy()))
-                lin.bias.copy_(torch.from_numpy(layer.bias.data.copy()))
+                if bias:
+                    lin.bias.copy_(torch.from_numpy(layer.bias.data.copy()))
             layers.append(lin)
+        elif kind == "BatchNorm":  # over features after a Linear, over channels after a Conv2D
+            dense = type(layers[-1]).__name__ == "Linear"
+            bn = (torch.nn.BatchNorm1d if dense else torch.nn.BatchNorm2d)(
+                layer.num_features, eps=layer.eps, momentum=layer.momentum
+            )
+            with torch.no_grad():
+                bn.weight.copy_(torch.from_numpy(layer.weight.data.copy()))
+                bn.bias.copy_(torch.from_numpy(layer.bias.data.copy()))
+            layers.append(bn)
         elif kind == "Conv2D":
             conv = torch.nn.Conv2d(
                 layer.in_channels, layer.out_channels, layer.kernel_size,
@@ -346,26 +372,34 @@ WORKERS = {
     "cnn_throughput": worker_cnn_throughput,
     "cnn_accuracy": worker_cnn_accuracy,
     "time_to_accuracy": worker_time_to_accuracy,
+    "mlp_default_throughput": worker_mlp_default_throughput,
     "load": worker_load,
 }
 
 
 def run_worker(args: argparse.Namespace) -> None:
-    result = WORKERS[args.worker](args.impl, args.threads, args.smoke)
+    print(json.dumps(_measure(args.worker, args.impl, args.threads, args.smoke)))
+
+
+def _measure(worker: str, impl: str, threads: int, smoke: bool) -> dict[str, Any]:
+    result = WORKERS[worker](impl, threads, smoke)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps(result))
+    return result
 
 
 # --------------------------------------------------------------------------- driver
 
 
 def spawn(worker: str, impl: str, threads: int, smoke: bool) -> dict[str, Any]:
+    """One worker's result, measured in a fresh process with the thread count fixed. A smoke
+    run measures nothing, so its workers run in this process (PyTorch imported once, not once
+    per worker: 3 s each here) and only their code is exercised."""
+    if smoke:
+        return json.loads(json.dumps(_measure(worker, impl, threads, smoke)))  # as if printed
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
     cmd = [sys.executable, __file__, "--worker", worker, "--impl", impl, "--threads", str(threads)]
-    if smoke:
-        cmd.append("--smoke")
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"{worker}/{impl} failed:\n{out.stderr[-2000:]}")
@@ -472,10 +506,11 @@ def main() -> None:
     sections = set(args.only or SECTIONS)
     if "mlp" in sections:
         impls = ["fashionnet"] + (["torch"] if have["torch"] else [])
-        results["mlp_throughput"] = {
-            str(t): alternate("mlp_throughput", impls, t, repeats, args.smoke)
-            for t in ((1,) if args.smoke else (1, 2))
-        }
+        for worker in ("mlp_throughput", "mlp_default_throughput"):
+            results[worker] = {
+                str(t): alternate(worker, impls, t, repeats, args.smoke)
+                for t in ((1,) if args.smoke else (1, 2))
+            }
     if "cnn" in sections:
         impls = ["fashionnet"] + (["torch"] if have["torch"] else [])
         results["cnn_throughput"] = {
@@ -525,6 +560,8 @@ def _importable(module: str) -> bool:
 
 THROUGHPUT_TABLES = {
     "mlp_throughput": "MLP 784-256-128-10, Adam, batch 128, float32",
+    "mlp_default_throughput": "The default preset's MLP (784-256-128-10, BatchNorm), Adam, "
+    "batch 256, float32",
     "cnn_throughput": "Small CNN (conv32-pool-conv64-pool-fc128), Adam, batch 128, float32",
 }
 

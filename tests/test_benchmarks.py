@@ -5,9 +5,32 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench_module():
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_torch_twin_of_the_default_preset_computes_the_same_network():
+    torch = pytest.importorskip("torch")
+    from fashionnet.recipes import build, make_config
+
+    model = build(make_config("mlp"), 784, 10, np.random.default_rng(0))
+    twin = _bench_module()._torch_twin(model, threads=1)
+    x = np.random.default_rng(1).random((64, 784), dtype=np.float32)
+    for training in (True, False):
+        twin.train(training)
+        with torch.no_grad():
+            expected = twin(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(model.forward(x, training=training), expected, atol=1e-4)
 
 
 @pytest.mark.realdata
@@ -31,12 +54,21 @@ def test_benchmark_smoke_run_produces_every_section(tmp_path, real_data):
     assert results["load"]["csv"][0]["rows"] == results["load"]["csv-cached"][0]["rows"] == 200
 
     # the tables render from these results (as BENCHMARKS.md is written after a full run)
-    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    page = bench.render(results)
-    for title in ("## MLP 784-256-128-10", "## Small CNN", "## Time to test accuracy",
-                  "## Loading", "## Where a training step's time goes"):  # fmt: skip
+    page = _bench_module().render(results)
+    for title in ("## MLP 784-256-128-10", "## The default preset's MLP", "## Small CNN",
+                  "## Time to test accuracy", "## Loading",
+                  "## Where a training step's time goes"):  # fmt: skip
         assert title in page
     assert "| fashionnet-mlp | 1 |" in page
+
+
+def test_a_worker_runs_in_its_own_process_and_prints_one_json_line():
+    # how every measured run is made (a smoke run keeps its workers in one process)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--worker", "time_to_accuracy",
+         "--impl", "fashionnet-seed", "--threads", "1", "--smoke"],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(printed["seconds_to"]) == {"0.76", "0.85", "0.88"} and printed["peak_rss_mb"] > 0
