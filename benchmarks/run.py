@@ -579,7 +579,9 @@ def render(results: dict[str, Any]) -> str:
         f"{results['load_average_at_end'][0]:.2f}.",
         "",
         "Every figure is the median of the runs (min-max in brackets); implementations alternate "
-        "run by run in fresh processes with the thread count fixed for BLAS and PyTorch.",
+        "run by run in fresh processes with the thread count fixed for BLAS and PyTorch. A "
+        "ratio is the median of the rounds' ratios (each run against PyTorch's run of the same "
+        "round).",
         "",
     ]
     for update in results.get("updates", []):
@@ -598,12 +600,11 @@ def render(results: dict[str, Any]) -> str:
             "|---|---|---|---|---|---|",
         ]
         for threads, runs in results[key].items():
-            base = median_of(runs["torch"], "train_samples_per_s")[0] if "torch" in runs else None
             for impl, rs in runs.items():
                 med, lo, hi = median_of(rs, "train_samples_per_s")
                 inf = median_of(rs, "infer_ms")[0]
                 rss = median_of(rs, "peak_rss_mb")[0]
-                ratio = f"{med / base:.2f}x PyTorch" if base else ""
+                ratio = _ratio(rs, runs["torch"]) if "torch" in runs and impl != "torch" else ""
                 lines.append(
                     f"| {threads} | {impl} | {med:,.0f} [{lo:,.0f}-{hi:,.0f}] | {inf:.1f} ms | "
                     f"{rss:.0f} MB | {ratio} |"
@@ -664,6 +665,15 @@ def render(results: dict[str, Any]) -> str:
             lines += [f"{name}: {table.strip()}", ""]
         lines += [OPTIMISATIONS, ""]
     return "\n".join(lines)
+
+
+def _ratio(runs: list[dict[str, Any]], torch_runs: list[dict[str, Any]]) -> str:
+    """Median [min-max] of the per-round throughput ratios: each run against the PyTorch run
+    of the same round, minutes apart at most, so a slow spell of the machine cancels out."""
+    key = "train_samples_per_s"
+    ratios = [a[key] / b[key] for a, b in zip(runs, torch_runs, strict=True)]
+    spread = f" [{min(ratios):.2f}-{max(ratios):.2f}]" if len(ratios) > 1 else ""
+    return f"{statistics.median(ratios):.2f}x PyTorch{spread}"
 
 
 def _reached(runs: list[dict[str, Any]], target: str) -> str:
