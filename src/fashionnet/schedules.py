@@ -46,15 +46,14 @@ def cosine_restarts(
     last runs to total_steps, so a run always ends annealed. The end of every cycle is a good
     model (the first after a few epochs); the long last cycle gives the final accuracy.
     """
-    if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
+    if step < warmup_steps:  # the same linear warmup as cosine's
+        return cosine(step, lr=lr, total_steps=total_steps, warmup_steps=warmup_steps)
     start, length = warmup_steps, cycle_steps
     while start + length * (1 + mult) <= total_steps and step >= start + length:
         start, length = start + length, length * mult
     if start + length * (1 + mult) > total_steps:  # the last cycle
         length = total_steps - start
-    progress = min(1.0, (step - start) / max(1, length))
-    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
+    return cosine(step - start, lr=lr, total_steps=length, min_lr=min_lr)
 
 
 SCHEDULES: dict[str, Callable[..., float]] = {
