@@ -1,4 +1,3 @@
-import importlib.util
 import json
 import subprocess
 import sys
@@ -10,9 +9,9 @@ from conftest import write_idx_folder
 from fashionnet.checkpoint import read_checkpoint
 from fashionnet.cli import main
 
-RUN_FILES = {"model.npz", "metrics.json", "history.jsonl", "config.json", "last.npz", "best.npz"}
-if importlib.util.find_spec("matplotlib"):  # the pictures and report, when they can be drawn
-    RUN_FILES.add("report")
+RUN_FILES = {
+    "model.npz", "metrics.json", "history.jsonl", "config.json", "last.npz", "best.npz", "report",
+}  # fmt: skip
 
 
 @pytest.fixture
@@ -127,7 +126,6 @@ def test_restarts_schedule_flags_are_recorded_and_used(tmp_path, tiny_data, caps
         ["train", "--preset", "huge"],
         ["train", "--bogus"],
         ["frobnicate"],
-        [],
     ],
 )
 def test_bad_flags_exit_2_with_one_error_line(argv, capsys):
@@ -196,3 +194,31 @@ def test_train_on_a_slice_of_the_real_data(tmp_path, real_data, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(out), "--data", str(real_data), "--limit", "3000", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["test_accuracy"] == metrics["test_accuracy"]
+
+
+def test_version_and_bare_command(capsys):
+    import fashionnet
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"fashionnet {fashionnet.__version__}\n"
+    assert main([]) == 0  # `fashionnet` alone: the help, on stdout, exit 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: fashionnet") and "train" in out and "predict" in out
+
+
+def test_a_dependency_missing_after_install_is_one_line(tmp_path, tiny_data, capsys, monkeypatch):
+    # matplotlib is a core dependency; if it is gone anyway (pip uninstall, --no-deps) the user
+    # is told which package and how to get it back, not shown a traceback
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(tiny_data), "--epochs", "1", "--hidden", "8", "--val-size",
+            "20", "--out", str(out), "--quiet", "--no-report"]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
+    assert main(["report", str(out), "--data", str(tiny_data)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "matplotlib" in err and "reinstall fashionnet" in err

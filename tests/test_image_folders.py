@@ -4,11 +4,10 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from fashionnet.cli import main
 from fashionnet.data import DataError, load_fashion_mnist
-
-Image = pytest.importorskip("PIL.Image")
 
 
 def write_images(root, rng, n_per_class=12, size=28, rgb_size=None):

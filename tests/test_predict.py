@@ -6,14 +6,13 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from fashionnet.checkpoint import save_checkpoint
 from fashionnet.cli import main
 from fashionnet.data import CLASS_NAMES, load_fashion_mnist, to_float
 from fashionnet.data.formats import Split, write_csv, write_idx
 from fashionnet.model import mlp
-
-Image = pytest.importorskip("PIL.Image")
 
 
 @pytest.fixture

@@ -1,11 +1,7 @@
 """fashionnet report: every picture is a real PNG, report.html embeds them, report.md links them."""
 
-import pytest
-
 from conftest import write_idx_folder
 from fashionnet.cli import main
-
-pytest.importorskip("matplotlib")
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

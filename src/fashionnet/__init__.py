@@ -1,5 +1,6 @@
 """fashionnet: a from-scratch NumPy neural-network toolkit for Fashion-MNIST."""
 
+from ._version import __version__
 from .checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
 from .data import (
     CLASS_NAMES,
@@ -17,8 +18,6 @@ from .model import Sequential, cnn, mlp
 from .optim import SGD, Adam, AdamW, make_optimizer
 from .schedules import make_schedule
 from .train import History, TrainingDiverged, evaluate, fit
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CLASS_NAMES",

@@ -20,6 +20,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from ._version import __version__
 from .data import ZIP_ERRORS
 from .data.formats import current_umask
 from .layers import Array
@@ -79,14 +80,12 @@ def save_checkpoint(
 ) -> None:
     """Atomically write model weights, its config, optional optimiser state, metadata and any
     further named arrays (e.g. the training state's data order)."""
-    import fashionnet
-
     stored = {f"param.{name}": p.data for name, p in model.named_parameters().items()}
     stored |= {f"buffer.{name}": b for name, b in model.named_buffers().items()}
     meta: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "fashionnet_version": fashionnet.__version__,
+        "fashionnet_version": __version__,
         "numpy_version": np.__version__,
         "model": model.config(),
         **(metadata or {}),

@@ -1,6 +1,7 @@
 """The `fashionnet` command: the only module that prints and chooses exit codes.
 
-Exit codes: 0 success, 2 bad usage or bad input (one line on stderr), 3 training diverged.
+Exit codes: 0 success (and `fashionnet` alone, which prints the help), 2 bad usage or bad input
+(one line on stderr), 3 training diverged.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ._version import __version__
 from .checkpoint import (
     CheckpointError,
     export_safetensors,
@@ -92,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fashionnet", description="Train, evaluate and use Fashion-MNIST classifiers."
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"fashionnet {__version__}")
+    # not required: `fashionnet` alone prints the help and exits 0, as pip and git do
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     tr = sub.add_parser("train", help="train a model and evaluate it on the test set")
     tr.add_argument("--preset", choices=sorted(PRESETS), default="mlp", help="recipe (default mlp)")
@@ -280,13 +284,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _write_report(run: Path, data_path: str | None, *, limit: int | None = None,
                   quiet: bool = False) -> None:  # fmt: skip
-    """The run's pictures and report (needs matplotlib; without it, one line says so)."""
-    try:
-        from .plots import write_report
-    except ImportError:
-        if not quiet:
-            print("no report: pip install matplotlib to get one (fashionnet report RUN_DIR)")
-        return
+    """The run's pictures and report.html / report.md in RUN_DIR/report/."""
+    from .plots import write_report  # matplotlib is imported there, only when a report is drawn
+
     model, meta = load_model_with_metadata(run / "model.npz")
     images, labels, probs, result = _evaluate(model, meta, data_path, limit, warn=False)
     files = write_report(run, model, meta, images, labels, probs, result)
@@ -362,17 +362,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _need_matplotlib(command: str) -> None:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise UsageError(f"{command} needs matplotlib: pip install matplotlib") from None
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     if not (args.run / "model.npz").is_file():
         raise UsageError(f"{args.run}: no model.npz, not a finished fashionnet run folder")
-    _need_matplotlib("fashionnet report")
     _write_report(args.run, args.data, limit=args.limit)
     return 0
 
@@ -464,7 +456,6 @@ def _show(data: Dataset, args: argparse.Namespace) -> int:
             found = np.flatnonzero(split.labels == c)[:k].tolist()
             picks += found + [-1] * (k - len(found))
         columns = k
-    _need_matplotlib("fashionnet data show")
     from .plots import image_grid
 
     blank = np.zeros(split.images.shape[1:], np.uint8)
@@ -486,9 +477,22 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
     try:
         return COMMANDS[args.command](args)
+    except (
+        ModuleNotFoundError
+    ) as e:  # a dependency removed after install (pip uninstall, --no-deps)
+        print(
+            f"fashionnet: error: the {e.name} package is missing; reinstall fashionnet "
+            f"(pip install fashionnet) to get its dependencies",
+            file=sys.stderr,
+        )
+        return 2
     except (UsageError, DataError, CheckpointError, ValueError) as e:
         print(f"fashionnet: error: {e}", file=sys.stderr)
         return 2

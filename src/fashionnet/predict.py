@@ -20,10 +20,8 @@ IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"RIFF")
 
 def prepare_image(raw: bytes, name: str, size: tuple[int, int]) -> np.ndarray:
     """Image bytes of any size and colour -> uint8 (h, w) like a training image."""
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:
-        raise DataError(f"{name}: reading images needs Pillow: pip install pillow") from None
+    from PIL import Image, UnidentifiedImageError  # imported here: only photos need it
+
     try:
         with Image.open(io.BytesIO(raw)) as im:
             gray = np.asarray(im.convert("L"), dtype=np.uint8)

@@ -372,14 +372,10 @@ def read_image_folder(
     """One sub-folder per class with images inside, converted to grayscale at `size`.
 
     Classes are the sub-folder names in sorted order (or `class_names`, which must all exist).
-    Without `size`, every image must already have the size of the first one. Needs Pillow.
+    Without `size`, every image must already have the size of the first one.
     """
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:
-        raise DataError(
-            f"{folder}: reading image folders needs Pillow: pip install pillow"
-        ) from None
+    from PIL import Image, UnidentifiedImageError  # imported here: only image folders need it
+
     found = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     names = class_names if class_names is not None else tuple(found)
     if not names:
