@@ -1,11 +1,14 @@
-"""Runs that never lose work: kill -9 at random points, resume, and get bit-identical results."""
+"""Runs that never lose work: killed or signalled at chosen steps, resumed, bit-identical results.
+
+Every signal is placed by an event (an optimizer step, a checkpoint write reaching a stage) through
+tests/signal_driver.py, never by a sleep: the same kills land at the same points on any machine.
+"""
 
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +18,17 @@ from fashionnet.checkpoint import atomic_write, read_checkpoint
 from fashionnet.cli import main
 
 TIMING_KEYS = {"seconds", "train_seconds", "test_seconds"}
+DRIVER = Path(__file__).with_name("signal_driver.py")
+# the reference and every killed or resumed run use the same thread count: bit-identical results
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+@pytest.fixture(autouse=True)
+def _default_signal_handlers():
+    """The in-process tests install fashionnet's SIGINT / SIGTERM handlers: put them back."""
+    yield
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="module")
@@ -60,47 +74,67 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert history_a == history_b
 
 
-def finish(proc: subprocess.Popen) -> tuple[int, str]:
-    _, err = proc.communicate()
-    return proc.returncode, err.decode()
+def run_cli(*args: str) -> tuple[int, str]:
+    """`fashionnet ARGS` in a fresh process, waited for (subprocess.run always reaps it)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "fashionnet", *args], env=ONE_THREAD,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False,
+    )  # fmt: skip
+    return result.returncode, result.stderr.decode()
 
 
-def cli(*args: str) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "fashionnet", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+def run_signalled(signame: str, step: int, phase: str, *args: str) -> tuple[int, str]:
+    """`fashionnet ARGS` in a fresh process that sends itself `signame` at `step` / `phase`."""
+    result = subprocess.run(
+        [sys.executable, str(DRIVER), signame, str(step), phase, "--", *args], env=ONE_THREAD,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False,
+    )  # fmt: skip
+    return result.returncode, result.stderr.decode()
+
+
+@pytest.fixture(scope="module")
+def reference(data_dir, tmp_path_factory):
+    """An uninterrupted run per optimizer, and its total number of steps."""
+    runs = {}
+    for optimizer in ("sgd", "adam"):
+        run = tmp_path_factory.mktemp(f"reference-{optimizer}")
+        assert run_cli(*train_argv(data_dir, run, optimizer)) == (0, "")
+        meta, _ = read_checkpoint(run / "last.npz")
+        runs[optimizer] = run, meta["optimizer"]["steps"]
+    return runs
+
+
+# one kill before the first step, then kills after a step and at each stage of a checkpoint write
+KILL_PHASES = ["start", "step", "write", "fsync", "replace", "step", "write", "fsync", "replace",
+               "step"]  # fmt: skip
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_sigkill_at_random_points_then_resume_is_bit_identical(optimizer, data_dir, tmp_path):
-    reference = tmp_path / "reference"
-    t0 = time.perf_counter()
-    proc = cli(*train_argv(data_dir, reference, optimizer))
-    while not (reference / "last.npz").exists() and proc.poll() is None:
-        time.sleep(0.005)
-    first_save = time.perf_counter() - t0
-    assert finish(proc) == (0, "")
-    duration = time.perf_counter() - t0
+def test_sigkill_at_random_steps_then_resume_is_bit_identical(
+    optimizer, data_dir, reference, tmp_path, capsys
+):
+    reference_run, total_steps = reference[optimizer]
     rng = np.random.default_rng(99 if optimizer == "sgd" else 7)
-    killed_mid_run = 0
-    for trial in range(10):
+    mid_training = in_a_write = 0
+    for trial, phase in enumerate(KILL_PHASES):
         run = tmp_path / f"killed{trial}"
-        proc = cli(*train_argv(data_dir, run, optimizer))
-        # two kills during start-up (before any save), eight while training and saving
-        time.sleep(rng.uniform(0.2, first_save) if trial < 2 else rng.uniform(first_save, duration))
-        proc.send_signal(signal.SIGKILL)
-        finish(proc)
-        killed_mid_run += (run / "last.npz").exists() and not (run / "model.npz").exists()
-        if (run / "config.json").exists():
-            resumed = cli("train", "--resume", str(run), "--quiet", "--no-report")
-        else:  # killed before the run folder was written: nothing to resume, start again
-            resumed = cli(*train_argv(data_dir, run, optimizer))
-        code, err = finish(resumed)
-        assert code == 0, err
+        step = int(rng.integers(1, total_steps + 1))  # any step, the last one included
+        code, _ = run_signalled("SIGKILL", step, phase, *train_argv(data_dir, run, optimizer))
+        assert code == -signal.SIGKILL, f"trial {trial}: the kill at {phase} {step} never came"
+        assert not (run / "model.npz").exists()
+        mid_training += phase != "start"
+        stale = list(run.glob(".*.tmp"))  # a write killed before its rename leaves its temp file
+        assert bool(stale) == (phase in ("write", "fsync")), (phase, stale)
+        in_a_write += bool(stale)
+        assert (run / "config.json").exists()
+        assert (run / "last.npz").exists() == (phase != "start" and step >= 3)
+        assert run_cli("train", "--resume", str(run), "--quiet", "--no-report") == (0, "")
         assert not list(run.glob(".*.tmp"))
-        assert_same_run(reference, run)
-    print(f"{optimizer}: {killed_mid_run} of 10 kills landed mid-run")
-    assert killed_mid_run >= 4  # most kills must land while training, or the test proves little
+        assert_same_run(reference_run, run)
+    with capsys.disabled():
+        print(f"\n{optimizer}: {mid_training} of {len(KILL_PHASES)} kills landed mid-training, "
+              f"{in_a_write} of them inside a checkpoint write")  # fmt: skip
+    assert mid_training == len(KILL_PHASES) - 1 and in_a_write == 4
 
 
 @pytest.mark.parametrize("stage", ["write", "fsync", "replace"])
@@ -128,22 +162,27 @@ def test_a_save_interrupted_at_any_stage_leaves_old_or_new_file(stage, tmp_path,
     assert [p.name for p in tmp_path.iterdir()] == ["last.npz"]
 
 
-def test_sigterm_saves_and_exits_143_then_resumes_identically(data_dir, tmp_path):
-    reference = tmp_path / "reference"  # same thread count as the resumed run: a subprocess
-    assert finish(cli(*train_argv(data_dir, reference, "adam"))) == (0, "")
+@pytest.mark.parametrize(
+    ("signame", "code", "phase"),
+    [("SIGTERM", 143, "step"), ("SIGTERM", 143, "fsync"), ("SIGINT", 130, "step"),
+     ("SIGINT", 130, "replace")],
+)  # fmt: skip
+def test_sigterm_or_sigint_saves_exits_then_resumes_identically(
+    signame, code, phase, data_dir, reference, tmp_path
+):
+    reference_run, total_steps = reference["adam"]
     run = tmp_path / "run"
-    proc = cli(*train_argv(data_dir, run, "adam"))
-    while not (run / "last.npz").exists():
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
-    code, message = finish(proc)
-    if code == 0:
-        pytest.skip("the run finished before the signal arrived")
-    assert code == 143
-    assert "SIGTERM" in message and f"fashionnet train --resume {run}" in message
+    step = total_steps // 3  # mid-way through epoch 2
+    returned, message = run_signalled(signame, step, phase, *train_argv(data_dir, run, "adam"))
+    assert returned == code, message
+    assert signame in message and f"fashionnet train --resume {run}" in message
     assert message.count("\n") == 1
-    assert finish(cli("train", "--resume", str(run), "--quiet", "--no-report")) == (0, "")
-    assert_same_run(reference, run)
+    meta, _ = read_checkpoint(run / "last.npz")
+    # the step in flight (and the checkpoint write in flight) finish, then it saves and stops
+    assert step <= meta["optimizer"]["steps"] <= step + 3
+    assert not (run / "model.npz").exists() and not list(run.glob(".*.tmp"))
+    assert run_cli("train", "--resume", str(run), "--quiet", "--no-report") == (0, "")
+    assert_same_run(reference_run, run)
 
 
 def test_sigint_in_process_exits_130(data_dir, tmp_path, monkeypatch, capsys):
@@ -166,9 +205,6 @@ def test_sigint_in_process_exits_130(data_dir, tmp_path, monkeypatch, capsys):
     assert meta["optimizer"]["steps"] == 10  # the step in flight finished, nothing after it
     assert not (run / "model.npz").exists()
     assert "Resume with: fashionnet train --resume" in capsys.readouterr().err
-    monkeypatch.undo()
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def test_injected_nan_stops_at_the_same_step_with_exit_3(data_dir, tmp_path, monkeypatch, capsys):
@@ -195,8 +231,6 @@ def test_injected_nan_stops_at_the_same_step_with_exit_3(data_dir, tmp_path, mon
         assert not (run / "model.npz").exists()
     assert messages[0] == messages[1].replace("run1", "run0")
     assert "epoch 1, step 23" in messages[0] and messages[0].count("\n") == 1
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def test_resume_refuses_flags_and_foreign_folders(data_dir, tmp_path, capsys):
