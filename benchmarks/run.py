@@ -65,12 +65,13 @@ def worker_mlp_default_throughput(impl: str, threads: int, smoke: bool) -> dict[
     size, 256."""
     import numpy as np
 
-    from fashionnet.recipes import build, make_config
+    from fashionnet.config import preset
+    from fashionnet.runs import build_model
 
     x, y, xt, _ = _data(smoke)
-    config = make_config("mlp")
-    model = build(config, 784, 10, np.random.default_rng(0))
-    return _throughput(impl, threads, model, x, y, xt, smoke, batch=config["batch_size"])
+    config = preset("mlp")
+    model = build_model(config, 784, 10, np.random.default_rng(0))
+    return _throughput(impl, threads, model, x, y, xt, smoke, batch=config.batch_size)
 
 
 def _steppers(impl: str, model: Any, threads: int) -> tuple[Any, Any]:
@@ -270,19 +271,22 @@ def worker_time_to_accuracy(impl: str, threads: int, smoke: bool) -> dict[str, A
 
     if impl in ("fashionnet-mlp", "fashionnet-seed"):
         from fashionnet.augment import make_augment
-        from fashionnet.recipes import build_training, make_config
+        from fashionnet.config import preset, replace
+        from fashionnet.runs import build_training
         from fashionnet.train import evaluate, fit
 
-        config = make_config(impl.split("-")[1])
+        config = preset(impl.split("-")[1])
         if smoke:
-            config["epochs"] = 2
+            config = replace(config, epochs=2)
         rng = np.random.default_rng(0)
         model, opt, schedule = build_training(config, 784, 10, len(x), rng)
-        augment = make_augment(config.get("augment"), (28, 28))
-        for _ in range(config["epochs"]):
+        augment = make_augment(
+            {"flip": config.flip, "shift": config.shift, "erase": config.erase}, (28, 28)
+        )
+        for _ in range(config.epochs):
             t0 = time.perf_counter()
-            fit(model, opt, (x, y), epochs=1, batch_size=config["batch_size"], rng=rng,
-                schedule=schedule, label_smoothing=config["label_smoothing"], augment=augment,
+            fit(model, opt, (x, y), epochs=1, batch_size=config.batch_size, rng=rng,
+                schedule=schedule, label_smoothing=config.label_smoothing, augment=augment,
                 progress=False)  # fmt: skip
             elapsed += time.perf_counter() - t0
             record(evaluate(model, xt, yt)[1])

@@ -21,7 +21,7 @@ import signal
 import sys
 from typing import Any
 
-from fashionnet import recipes
+from fashionnet import runs
 from fashionnet.cli import main
 
 PHASES = ("start", "step", "write", "fsync", "replace")
@@ -33,7 +33,7 @@ def arm(signum: int, at_step: int, phase: str) -> None:
     def fire() -> None:
         os.kill(os.getpid(), signum)
 
-    real_fit = recipes.fit
+    real_fit = runs.fit
 
     def fit(model: Any, optimizer: Any, *args: Any, **kwargs: Any) -> Any:
         def after_step(state: Any) -> None:
@@ -46,7 +46,7 @@ def arm(signum: int, at_step: int, phase: str) -> None:
         kwargs["step_callbacks"] = [*kwargs.get("step_callbacks", []), after_step]
         return real_fit(model, optimizer, *args, **kwargs)
 
-    recipes.fit = fit
+    runs.fit = fit
     # atomic_write calls os.fsync on the temp file, os.replace, then os.fsync on the folder
     real_fsync, real_replace = os.fsync, os.replace
     fired = {"done": False}

@@ -21,9 +21,10 @@ def _bench_module():
 
 def test_torch_twin_of_the_default_preset_computes_the_same_network():
     torch = pytest.importorskip("torch")
-    from fashionnet.recipes import build, make_config
+    from fashionnet.config import preset
+    from fashionnet.runs import build_model
 
-    model = build(make_config("mlp"), 784, 10, np.random.default_rng(0))
+    model = build_model(preset("mlp"), 784, 10, np.random.default_rng(0))
     twin = _bench_module()._torch_twin(model, threads=1)
     x = np.random.default_rng(1).random((64, 784), dtype=np.float32)
     for training in (True, False):

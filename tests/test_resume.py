@@ -186,9 +186,9 @@ def test_sigterm_or_sigint_saves_exits_then_resumes_identically(
 
 
 def test_sigint_in_process_exits_130(data_dir, tmp_path, monkeypatch, capsys):
-    from fashionnet import recipes
+    from fashionnet import runs
 
-    real_fit = recipes.fit
+    real_fit = runs.fit
 
     def fit_interrupted_at_step_10(*args, **kwargs):
         def press_ctrl_c(state):
@@ -198,7 +198,7 @@ def test_sigint_in_process_exits_130(data_dir, tmp_path, monkeypatch, capsys):
         kwargs["step_callbacks"] = [*kwargs.get("step_callbacks", []), press_ctrl_c]
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(recipes, "fit", fit_interrupted_at_step_10)
+    monkeypatch.setattr(runs, "fit", fit_interrupted_at_step_10)
     run = tmp_path / "run"
     assert main(train_argv(data_dir, run, "sgd")) == 130
     meta, _ = read_checkpoint(run / "last.npz")

@@ -136,6 +136,28 @@ class Sequential:
             (build_layer(spec, rng, dtype) for spec in config["layers"]), tta=config.get("tta")
         )
 
+    def summary(self, n_features: int) -> str:
+        """Per layer its output shape and parameter count, then the totals, as Keras prints a
+        model.summary(). Non-trainable parameters are buffers (BatchNorm's running statistics).
+        The shapes come from one forward pass of a zero image with `n_features` pixels."""
+        width = (34, 26, 12)
+        rows = [f"{'Layer (type)':<{width[0]}}{'Output Shape':<{width[1]}}{'Param #':>{width[2]}}"]
+        x = np.zeros((1, n_features), np.float32)
+        for i, layer in enumerate(self.layers):
+            x = layer.forward(x)
+            n = sum(p.data.size for p in layer.params().values())
+            shape = "(None, " + ", ".join(str(d) for d in x.shape[1:]) + ")"
+            rows.append(f"{f'{i} ({type(layer).__name__})':<{width[0]}}{shape:<{width[1]}}"
+                        f"{n:>{width[2]},}")  # fmt: skip
+        trainable = self.n_parameters()
+        frozen = sum(b.size for b in self.named_buffers().values())
+        line, double = "_" * sum(width), "=" * sum(width)
+        return "\n".join([
+            line, *rows[:1], double, *rows[1:], double,
+            f"Total params: {trainable + frozen:,}", f"Trainable params: {trainable:,}",
+            f"Non-trainable params: {frozen:,}", line,
+        ])  # fmt: skip
+
     def __repr__(self) -> str:
         inner = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
         return f"Sequential({inner}\n)"

@@ -1,0 +1,67 @@
+"""The `fashionnet` command: one module per command (add_parser and run), the only place that
+prints and chooses exit codes.
+
+Exit codes: 0 success (and `fashionnet` alone, which prints the help), 2 bad usage or bad input
+(one line on stderr), 3 training diverged, 130 / 143 stopped by SIGINT / SIGTERM (saved).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from .._version import __version__
+from ..checkpoint import CheckpointError
+from ..data import DataError
+from ..train import TrainingDiverged
+from . import data, evaluate, export, predict, report, summary, train
+from ._common import UsageError
+
+COMMANDS = {m.__name__.rsplit(".", 1)[1]: m for m in (train, evaluate, predict, report, summary,
+                                                        export, data)}  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fashionnet", description="Train, evaluate and use Fashion-MNIST classifiers."
+    )
+    parser.add_argument("--version", action="version", version=f"fashionnet {__version__}")
+    # not required: `fashionnet` alone prints the help and exits 0, as pip and git do
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in COMMANDS.values():
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(COMMANDS[args.command].run(args))
+    except ModuleNotFoundError as e:  # a dependency removed after install (--no-deps, uninstall)
+        print(
+            f"fashionnet: error: the {e.name} package is missing; reinstall fashionnet "
+            f"(pip install fashionnet) to get its dependencies",
+            file=sys.stderr,
+        )
+        return 2
+    except (UsageError, DataError, CheckpointError, ValueError) as e:
+        print(f"fashionnet: error: {e}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as e:
+        print(f"fashionnet: error: training diverged: {e}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print("fashionnet: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader went away (| head): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+__all__ = ["UsageError", "build_parser", "main"]

@@ -1,0 +1,53 @@
+"""What every command shares: the one-line error, argument types, loading data and models."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..checkpoint import load_model_with_metadata
+from ..data import Dataset, load_fashion_mnist
+from ..model import Sequential
+
+
+class UsageError(Exception):
+    """Bad input found after parsing: reported as one line, exit 2."""
+
+
+def int_at_least(lo: int) -> Any:
+    what = "a positive integer" if lo == 1 else f"an integer >= {lo}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = lo - 1
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int, non_negative_int = int_at_least(1), int_at_least(0)
+
+MODEL_HELP = "model file (model.npz in a run folder) or run folder"
+DATA_HELP = "dataset folder or training file (default: the data the model was tested on)"
+
+
+def model_path(path: Path) -> Path:
+    return path / "model.npz" if path.is_dir() else path
+
+
+def load_model(path: Path) -> tuple[Sequential, dict[str, Any]]:
+    return load_model_with_metadata(model_path(path))
+
+
+def load_data(path: str | None) -> Dataset:
+    """The dataset, its warnings (a checksum mismatch, say) printed to stderr."""
+    data = load_fashion_mnist(path)
+    for note in data.warnings:
+        print(f"fashionnet: warning: {note}", file=sys.stderr)
+    return data

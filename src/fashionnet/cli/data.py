@@ -1,0 +1,109 @@
+"""fashionnet data info|verify|download|show|convert: inspect, check, fetch and convert datasets."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data import ENV_VAR, Dataset, find_data, load_fashion_mnist, write_dataset
+from ..data.download import download
+from ..data.integrity import verify_folder
+from ._common import UsageError, non_negative_int, positive_int
+
+
+def add_parser(sub: Any) -> None:
+    da = sub.add_parser("data", help="inspect, check and convert datasets")
+    dsub = da.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    info = dsub.add_parser("info", help="format, counts, image size and classes of a dataset")
+    info.add_argument("path", nargs="?", help="dataset folder or training file (default: found)")
+    verify = dsub.add_parser("verify", help="check the official files against their checksums")
+    verify.add_argument("path", nargs="?", help="folder of the IDX files (default: found)")
+    dl = dsub.add_parser("download", help="fetch the four official files (needs internet)")
+    dl.add_argument("--dir", type=Path, help="destination (default: the user cache folder)")
+    dl.add_argument("--url", default=None, help="mirror to fetch from (default: the official one)")
+    show = dsub.add_parser("show", help="a labelled grid of a dataset's images, as a picture")
+    show.add_argument("path", nargs="?", help="dataset folder or training file (default: found)")
+    pick = show.add_mutually_exclusive_group()
+    pick.add_argument("--index", type=non_negative_int, nargs="+", help="these images")
+    pick.add_argument("--per-class", type=positive_int, help="the first K of each class")
+    show.add_argument("--split", choices=["train", "test"], default="train",
+                      help="which split (default: train)")  # fmt: skip
+    show.add_argument("--out", type=Path, required=True, help="picture file (.png, .svg, .pdf)")
+    conv = dsub.add_parser("convert", help="write a dataset in another format")
+    conv.add_argument("path", help="dataset folder or training file")
+    conv.add_argument("out", type=Path, help="new folder for the converted train and test files")
+    conv.add_argument("--format", choices=["idx", "csv", "npz"], required=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.data_command == "verify":
+        folder = find_data(args.path)
+        folder = folder if folder.is_dir() else folder.parent
+        checks = verify_folder(folder)
+        if not checks:
+            raise UsageError(f"{folder}: no official Fashion-MNIST IDX files to verify")
+        for check in checks:
+            print(check.line())
+        return 0 if all(c.ok for c in checks) else 1
+    if args.data_command == "download":
+        kwargs = {"base_url": args.url} if args.url else {}
+        folder = download(args.dir, log=print, **kwargs)
+        print(f"done: {folder} (use it with --data {folder} or {ENV_VAR}={folder})")
+        return 0
+    if args.data_command == "show" and args.out.suffix.lower() not in PICTURE_TYPES:
+        raise UsageError(f"--out {args.out}: expected a {', '.join(PICTURE_TYPES)} file name")
+    data = load_fashion_mnist(args.path)
+    if args.data_command == "show":
+        return _show(data, args)
+    if args.data_command == "info":
+        print(f"data {data.source}")
+        for name, split in (("train", data.train), ("test", data.test)):
+            counts = np.bincount(split.labels, minlength=len(data.class_names))
+            per_class = ", ".join(
+                f"{n} {c}" for n, c in zip(data.class_names, counts, strict=False)
+            )
+            h, w = split.images.shape[1:]
+            print(f"{name}: {len(split)} images {h}x{w} {split.images.dtype}; {per_class}")
+        for note in data.warnings:
+            print(f"warning: {note}")
+        return 0
+    write_dataset(args.out, data, args.format)
+    print(
+        f"wrote {args.out} ({args.format}: {len(data.train)} train, {len(data.test)} test images)"
+    )
+    return 0
+
+
+PICTURE_TYPES = (".png", ".svg", ".pdf")
+
+
+def _show(data: Dataset, args: argparse.Namespace) -> int:
+    """Write a grid of images titled with their index and class: chosen ones, or K per class."""
+    split = data.train if args.split == "train" else data.test
+    names = data.class_names
+    if args.index:
+        bad = [i for i in args.index if i >= len(split)]
+        if bad:
+            raise UsageError(
+                f"--index {bad[0]}: the {args.split} split has {len(split)} images "
+                f"(expected 0..{len(split) - 1})"
+            )
+        picks, columns = list(args.index), min(8, len(args.index))
+    else:
+        k = args.per_class or 8
+        picks = []  # class by class, a row each; -1 leaves a cell empty
+        for c in range(len(names)):
+            found = np.flatnonzero(split.labels == c)[:k].tolist()
+            picks += found + [-1] * (k - len(found))
+        columns = k
+    from ..plots import image_grid
+
+    blank = np.zeros(split.images.shape[1:], np.uint8)
+    images = np.stack([split.images[i] if i >= 0 else blank for i in picks])
+    titles = [f"#{i} {names[split.labels[i]]}" if i >= 0 else "" for i in picks]
+    image_grid(images, titles, args.out, columns=columns)
+    print(f"wrote {args.out} ({sum(i >= 0 for i in picks)} {args.split} images)")
+    return 0

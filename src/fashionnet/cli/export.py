@@ -1,0 +1,40 @@
+"""fashionnet export MODEL --format onnx|safetensors OUT."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..checkpoint import export_safetensors
+from ._common import MODEL_HELP, UsageError, load_model
+
+
+def add_parser(sub: Any) -> None:
+    ex = sub.add_parser("export", help="write a model's weights in another format")
+    ex.add_argument("model", type=Path, help=MODEL_HELP)
+    ex.add_argument("--format", choices=["onnx", "safetensors"], required=True)
+    ex.add_argument("out", type=Path, help="output file")
+
+
+def run(args: argparse.Namespace) -> int:
+    model, meta = load_model(args.model)
+    if args.out.is_dir():
+        raise UsageError(f"{args.out}: is a folder, expected an output file name")
+    if not args.out.parent.is_dir():
+        raise UsageError(f"{args.out}: folder {args.out.parent} does not exist")
+    if args.format == "onnx":
+        try:
+            from ..export import export_onnx
+
+            shape = meta.get("image_shape", [28, 28])
+            export_onnx(args.out, model, n_features=int(np.prod(shape)),
+                        input_scale=float(meta.get("input_scale", 1 / 255)))  # fmt: skip
+        except ImportError:
+            raise UsageError("--format onnx needs the onnx package: pip install onnx") from None
+    else:
+        export_safetensors(args.out, model)
+    print(f"wrote {args.out} ({args.format}, {model.n_parameters():,} parameters)")
+    return 0

@@ -1,0 +1,60 @@
+"""fashionnet report RUN_DIR: the pictures and report.html / report.md of a run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..model import Sequential
+from ..runs import evaluate_test_set, recorded_data
+from ._common import DATA_HELP, UsageError, load_data, load_model, positive_int
+
+
+def add_parser(sub: Any) -> None:
+    rp = sub.add_parser("report", help="pictures and report.html / report.md for a run folder")
+    rp.add_argument("run", type=Path, help="run folder of `fashionnet train`")
+    rp.add_argument("--data", help=DATA_HELP)
+    rp.add_argument("--limit", type=positive_int,
+                    help="use only the first N test images (default: as the run did)")  # fmt: skip
+
+
+def write(
+    run: Path, model: Sequential, meta: dict[str, Any], images: np.ndarray, labels: np.ndarray,
+    *, quiet: bool = False,
+) -> None:  # fmt: skip
+    """Draw the report of `model` on exactly these test images into RUN/report/."""
+    from ..plots import write_report  # matplotlib is imported there, only when a report is drawn
+
+    result = evaluate_test_set(model, images, labels)
+    files = write_report(run, model, meta, images, labels, result.pop("probabilities"), result)
+    if not quiet:
+        print(f"report {files[-1]}")
+
+
+def test_split(
+    meta: dict[str, Any], data_path: str | None, limit: int | None
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """(images, labels, source) of the test split a model is measured on: the flags' data and
+    limit, else those it was trained and tested with."""
+    recorded_path, recorded_limit = recorded_data(meta)
+    data = load_data(data_path or recorded_path)
+    limit = limit or recorded_limit
+    images, labels = data.test.images[:limit], data.test.labels[:limit]
+    expected = tuple(meta.get("image_shape", images.shape[1:]))
+    if images.shape[1:] != expected:
+        raise UsageError(
+            f"{data.source}: images are {images.shape[1:]}, the model expects {expected}"
+        )
+    return images, labels, data.source
+
+
+def run(args: argparse.Namespace) -> int:
+    if not (args.run / "model.npz").is_file():
+        raise UsageError(f"{args.run}: no model.npz, not a finished fashionnet run folder")
+    model, meta = load_model(args.run)
+    images, labels, _ = test_split(meta, args.data, args.limit)
+    write(args.run, model, meta, images, labels)
+    return 0

@@ -1,0 +1,204 @@
+"""fashionnet train: a run from a preset and flags, or --resume RUN_DIR. Its flags are RunConfig's
+fields (one per field, same name), so a new setting needs no change here."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import signal
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+from ..config import (
+    CHOICES,
+    FIELD_TYPES,
+    PRESETS,
+    ConfigError,
+    RunConfig,
+    base_type,
+    check_field,
+    preset,
+)  # fmt: skip
+from ..runs import Run
+from ..train import TrainState
+from ._common import UsageError, load_data
+
+EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
+NOT_FLAGS = {"preset"}  # --preset picks the starting point; it is recorded, not overridden
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _show(value: Any) -> str:
+    """A setting as it is typed on the command line."""
+    if isinstance(value, tuple):
+        nested = any(isinstance(v, tuple) for v in value)
+        return (
+            "/".join(",".join(map(str, v)) for v in value) if nested else ",".join(map(str, value))
+        )
+    return (
+        "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    )
+
+
+def _parser(name: str) -> Any:
+    """text -> the field's value, checked as RunConfig checks it (one rule, one message)."""
+    kind = FIELD_TYPES[name]
+    base = base_type(kind)
+
+    def parse(text: str) -> Any:
+        try:
+            if text == "none" and kind is not base:
+                value: Any = None
+            elif base is int:
+                value = int(text)
+            elif base is float:
+                value = float(text)
+            elif base is str:
+                value = text
+            elif typing.get_args(base)[0] is int:  # widths: 256,128
+                value = tuple(int(v) for v in text.split(","))
+            else:  # stages: 32/64,64/128
+                value = tuple(tuple(int(v) for v in stage.split(",")) for stage in text.split("/"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {base.__name__}, got {text!r}") from None
+        try:
+            check_field(name, value)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(e.message) from None
+        return value
+
+    return parse
+
+
+def add_parser(sub: Any) -> None:
+    tr = sub.add_parser(
+        "train", help="train a model and evaluate it on the test set",
+        description="Train a preset, with any setting changed by its flag. Presets: "
+        + "; ".join(f"{n}: {_summary(c)}" for n, c in PRESETS.items()),
+    )  # fmt: skip
+    tr.add_argument("--preset", choices=list(PRESETS), default="mlp",
+                    help="the recipe the other settings start from (default: mlp)")  # fmt: skip
+    for f in dataclasses.fields(RunConfig):
+        if f.name in NOT_FLAGS:
+            continue
+        default = f"default: from --preset; mlp: {_show(getattr(PRESETS['mlp'], f.name))}"
+        help_text = f"{f.metadata['help']} ({default})"
+        if FIELD_TYPES[f.name] is bool:
+            tr.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction,
+                            default=argparse.SUPPRESS, help=help_text)  # fmt: skip
+            continue
+        choices = _choices(f.name)
+        tr.add_argument(
+            _flag(f.name), type=_parser(f.name), default=argparse.SUPPRESS, help=help_text,
+            metavar="|".join(choices) if choices else f.name.upper(),
+        )  # fmt: skip
+    tr.add_argument("--out", type=Path, help="run folder (default: runs/<time>-<preset>)")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar, no per-epoch lines")
+    tr.add_argument("--no-report", action="store_true", help="skip the pictures and report")
+    tr.add_argument(
+        "--resume", type=Path, metavar="RUN_DIR",
+        help="continue the run in RUN_DIR exactly where its last checkpoint left off",
+    )  # fmt: skip
+
+
+def _choices(name: str) -> list[str]:
+    if name not in CHOICES:
+        return []
+    return [*CHOICES[name], "none"] if FIELD_TYPES[name] is not str else list(CHOICES[name])
+
+
+def _summary(config: RunConfig) -> str:
+    """The settings in which a preset differs from the default one."""
+    base = PRESETS["mlp"]
+    changed = [
+        f"{f.name}={_show(getattr(config, f.name))}"
+        for f in dataclasses.fields(RunConfig)
+        if f.name != "preset" and getattr(config, f.name) != getattr(base, f.name)
+    ]
+    return " ".join(changed) or "the default"
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The RunConfig fields given as flags (absent ones are not in the namespace)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)
+            if f.name not in NOT_FLAGS and hasattr(args, f.name)}  # fmt: skip
+
+
+def _stop_on_signals(run: Run, state: TrainState) -> None:
+    """SIGINT / SIGTERM: finish the current step, then save and stop. A second one aborts."""
+
+    def handler(signum: int, frame: object) -> None:
+        if state.stop_requested is not None:
+            raise KeyboardInterrupt
+        state.stop_requested = signal.Signals(signum).name
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _epoch_line(record: dict[str, Any]) -> str:
+    line = (
+        f"epoch {record['epoch']:3d}  train loss {record['train_loss']:.4f} "
+        f"acc {record['train_accuracy']:.4f}"
+    )
+    if "val_loss" in record:
+        line += f"  val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.4f}"
+    return line + f"  {record['seconds']:.1f}s"
+
+
+def run(args: argparse.Namespace) -> int:
+    given = overrides(args)
+    if args.resume:
+        if given or args.out:
+            flags = " ".join([_flag(k) for k in given] + (["--out"] if args.out else []))
+            raise UsageError(f"--resume continues a run with its own settings; drop {flags}")
+        training = Run.open(args.resume)
+    else:
+        try:
+            training = Run(preset(args.preset, **given), args.out)
+        except ConfigError as e:
+            raise UsageError(f"{_flag(e.name)} {e.message}") from None
+    config = training.config
+    data = load_data(config.data)
+
+    def on_start(started: Run, state: TrainState) -> None:
+        _stop_on_signals(started, state)
+        if not args.quiet:
+            verb = "resuming" if args.resume else f"fashionnet train --preset {config.preset}:"
+            print(f"{verb} data {data.source}, run folder {started.folder}", flush=True)
+
+    def on_epoch(record: dict[str, Any]) -> None:
+        if not args.quiet:
+            print(_epoch_line(record), flush=True)
+
+    try:
+        result = training.train(data, on_start=on_start, on_epoch=on_epoch,
+                                progress=False if args.quiet else None)  # fmt: skip
+    except ConfigError as e:
+        raise UsageError(f"{_flag(e.name)} {e.message}") from None
+    out = training.folder
+    if result.interrupted:
+        name = result.interrupted
+        print(
+            f"stopped by {name} in epoch {result.epoch} after step {result.step}; "
+            f"saved {out / 'last.npz'}. Resume with: fashionnet train --resume {out}",
+            file=sys.stderr,
+        )
+        return EXIT_CODES.get(name, 130)
+    metrics = result.metrics
+    print(
+        f"test accuracy {metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.4f}) "
+        f"best epoch {metrics['best_epoch']}, trained {metrics['train_seconds']:.1f}s; "
+        f"model {out / 'model.npz'}"
+    )
+    if not args.no_report:
+        from .report import write
+
+        write(out, result.model, result.metadata, result.test.images, result.test.labels,
+              quiet=args.quiet)  # fmt: skip
+    return 0

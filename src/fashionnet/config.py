@@ -1,0 +1,263 @@
+"""RunConfig: everything a training run is, as one frozen dataclass; the presets as instances.
+
+A run is `replace(PRESETS[name], **overrides)`. Every field is checked where it is made (one
+`validate`, which names the field and the value), written to config.json, read back by `from_json`
+(older config.json files included), and offered by `fashionnet train` as a flag of the same name:
+adding a setting means adding a field here and using it where it applies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "arch": ("mlp", "cnn"),
+    "activation": ("relu", "leaky_relu", "tanh", "sigmoid"),
+    "init": ("he", "glorot", "uniform", "torch"),
+    "optimizer": ("sgd", "adam", "adamw"),
+    "schedule": ("constant", "cosine", "restarts"),
+    "tta": ("flip",),
+}
+
+
+class ConfigError(ValueError):
+    """A setting out of range or of the wrong type; `name` is the field."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"{name} {message}")
+        self.name, self.message = name, message
+
+
+def _field(default: Any, help: str, *, lo: float | None = None, hi: float | None = None,
+           lo_open: bool = False, hi_open: bool = False) -> Any:  # fmt: skip
+    """A config field: its default, one line of help, and its allowed range (numbers)."""
+    meta = {"help": help, "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open}
+    return field(default=default, metadata=meta)  # tuples are immutable: plain defaults
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The default preset, `mlp`: 784-256-128-10 with BatchNorm, mirrored images, label smoothing,
+    AdamW and cosine cycles restarting after epochs 4 and 12 (README: how it was chosen)."""
+
+    preset: str = _field("mlp", "the preset these settings started from (recorded only)")
+    # model
+    arch: str = _field("mlp", "mlp: dense layers; cnn: 3x3 convolution stages, then dense layers")
+    hidden: tuple[int, ...] = _field((256, 128), "hidden dense layer widths, e.g. 256,128", lo=1)
+    stages: tuple[tuple[int, ...], ...] = _field(
+        (), "cnn: channels of each stage's 3x3 convolutions, stages split by /, e.g. 32/64,64", lo=1
+    )
+    activation: str = _field("relu", "mlp: the hidden layers' activation")
+    init: str = _field("he", "mlp: weight initialisation")
+    batch_norm: bool = _field(True, "mlp: BatchNorm after each hidden Linear (cnn: always)")
+    dropout: float = _field(0.0, "dropout after each hidden dense layer", lo=0, hi=1, hi_open=True)
+    input_dropout: float = _field(0.0, "mlp: dropout on the input pixels", lo=0, hi=1, hi_open=True)
+    tta: str | None = _field(None, "flip: predictions average each image and its mirror image")
+    # optimiser and learning-rate schedule
+    optimizer: str = _field("adamw", "sgd (momentum, Nesterov), adam, or adamw (decoupled decay)")
+    lr: float = _field(3e-3, "peak learning rate", lo=0, hi=10, lo_open=True)
+    weight_decay: float = _field(0.1, "weight decay of weights (not biases)", lo=0, hi=1,
+                                 hi_open=True)  # fmt: skip
+    momentum: float = _field(0.9, "sgd: momentum", lo=0, hi=1, hi_open=True)
+    nesterov: bool = _field(True, "sgd: Nesterov momentum")
+    schedule: str = _field("restarts", "restarts: cosine cycles, each twice as long as the last")
+    warmup_epochs: int = _field(0, "epochs of linear warmup", lo=0)
+    cycle_epochs: int | None = _field(4, "restarts: the first cycle's length in epochs", lo=1)
+    # augmentation of training batches
+    flip: bool = _field(True, "mirror half of the training images, at random")
+    shift: int = _field(0, "move training images by up to N pixels", lo=0)
+    erase: float = _field(0.0, "erase a random rectangle with this probability", lo=0, hi=1)
+    # training
+    epochs: int = _field(28, "passes over the training set", lo=1)
+    batch_size: int = _field(256, "images per step", lo=1)
+    label_smoothing: float = _field(0.1, "label smoothing of the training loss", lo=0, hi=1,
+                                    hi_open=True)  # fmt: skip
+    patience: int | None = _field(None, "stop after N epochs without a better validation loss",
+                                  lo=1)  # fmt: skip
+    checkpoint_every: int | None = _field(None, "also save last.npz every N steps", lo=1)
+    # data
+    data: str | None = _field(None, "dataset folder or training file (default: found)")
+    val_size: int = _field(5000, "validation images carved from the training set", lo=0)
+    limit: int | None = _field(None, "use only the first N images of each split", lo=1)
+    seed: int = _field(0, "random seed: same seed, same weights", lo=0)
+
+    def __post_init__(self) -> None:
+        self.validate()
+        for f in dataclasses.fields(self):  # 0 given for a float setting is stored as 0.0
+            if FIELD_TYPES[f.name] is float:
+                object.__setattr__(self, f.name, float(getattr(self, f.name)))
+
+    def validate(self) -> None:
+        """Every field's type and range, then the settings that depend on each other."""
+        for f in dataclasses.fields(self):
+            check_field(f.name, getattr(self, f.name))
+        if self.arch == "cnn" and not self.stages:
+            raise ConfigError("stages", "must name at least one stage for arch cnn")
+        if self.cycle_epochs is not None and self.schedule != "restarts":
+            raise ConfigError("cycle_epochs", f"needs schedule restarts, not {self.schedule}")
+        if self.cycle_epochs is None and self.schedule == "restarts":
+            raise ConfigError("cycle_epochs", "must be given for schedule restarts")
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe: tuples become lists."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_json(cls, obj: Any) -> RunConfig:
+        """A config.json's object: every field present (a run resumes with exactly its settings),
+        except in files written before RunConfig, whose absent keys had these defaults."""
+        if not isinstance(obj, dict):
+            raise ConfigError("config", f"must be a JSON object, got {type(obj).__name__}")
+        obj = dict(obj)
+        if "flip" not in obj:  # before RunConfig: augmentations in a dict, fewer keys
+            augment = obj.pop("augment", None) or {}
+            if not isinstance(augment, dict):
+                raise ConfigError("augment", f"must be an object, got {augment!r}")
+            restarts = obj.get("schedule") == "restarts"
+            obj = {**_LEGACY_DEFAULTS, "cycle_epochs": 4 if restarts else None, **augment, **obj}
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(obj) - set(names))
+        if unknown:
+            raise ConfigError(unknown[0], "is not a setting of fashionnet train")
+        missing = [n for n in names if n not in obj]
+        if missing:
+            raise ConfigError(missing[0], "is missing")
+        return cls(**{k: _coerce(v) for k, v in obj.items()})
+
+
+# what a config.json written before RunConfig meant by leaving a key out
+_LEGACY_DEFAULTS: dict[str, Any] = {
+    "arch": "mlp", "stages": [], "activation": "relu", "init": "he", "batch_norm": False,
+    "input_dropout": 0.0, "tta": None, "momentum": 0.9, "nesterov": True, "flip": False,
+    "shift": 0, "erase": 0.0, "data": None,
+}  # fmt: skip
+
+
+FIELD_TYPES: dict[str, Any] = typing.get_type_hints(RunConfig)
+
+
+def _coerce(value: Any) -> Any:
+    """JSON lists -> the field's tuples; everything else as it is (check_field judges it)."""
+    if isinstance(value, list):
+        return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    return value
+
+
+def _allows_none(kind: Any) -> bool:
+    return isinstance(kind, types.UnionType) and type(None) in typing.get_args(kind)
+
+
+def base_type(kind: Any) -> Any:
+    """int | None -> int."""
+    if isinstance(kind, types.UnionType):
+        return next(a for a in typing.get_args(kind) if a is not type(None))
+    return kind
+
+
+def check_field(name: str, value: Any) -> None:
+    """One setting's type and range; raises ConfigError naming the field and the value."""
+    kind = FIELD_TYPES[name]
+    if value is None:
+        if _allows_none(kind):
+            return
+        raise ConfigError(name, "must be given")
+    base = base_type(kind)
+    meta = {f.name: f.metadata for f in dataclasses.fields(RunConfig)}[name]
+    if base in (int, float):
+        ok = isinstance(value, int if base is int else int | float) and not isinstance(value, bool)
+        if not ok or not math.isfinite(value):
+            raise ConfigError(name, f"must be {'an integer' if base is int else 'a number'}, "
+                                    f"got {value!r}")  # fmt: skip
+        _check_range(name, value, meta)
+    elif base is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(name, f"must be true or false, got {value!r}")
+    elif base is str:
+        if not isinstance(value, str):
+            raise ConfigError(name, f"must be a string, got {value!r}")
+        if name in CHOICES and value not in CHOICES[name]:
+            raise ConfigError(name, f"must be one of {', '.join(CHOICES[name])}, got {value!r}")
+    else:  # tuples of widths, or of stages of widths
+        nested = typing.get_args(base)[0] is not int
+        rows = value if nested else (value,)
+        if not isinstance(value, tuple) or not all(isinstance(r, tuple) for r in rows):
+            raise ConfigError(name, f"must be a list of {'lists of ' if nested else ''}"
+                                    f"integers, got {value!r}")  # fmt: skip
+        for row in rows:
+            if (nested and not row) or not all(isinstance(v, int) and v >= 1 for v in row):
+                raise ConfigError(name, f"must hold positive integers, got {value!r}")
+
+
+def _check_range(name: str, value: float, meta: Any) -> None:
+    lo, hi = meta["lo"], meta["hi"]
+    low_ok = lo is None or (value > lo if meta["lo_open"] else value >= lo)
+    high_ok = hi is None or (value < hi if meta["hi_open"] else value <= hi)
+    if low_ok and high_ok:
+        return
+    if hi is None:
+        bound = f"> {lo}" if meta["lo_open"] else f">= {lo}"
+        raise ConfigError(name, f"must be {bound}, got {value!r}")
+    interval = f"{'(' if meta['lo_open'] else '['}{lo}, {hi}{')' if meta['hi_open'] else ']'}"
+    raise ConfigError(name, f"must be in {interval}, got {value!r}")
+
+
+def replace(config: RunConfig, **changes: Any) -> RunConfig:
+    """`config` with `changes` applied and validated. A new schedule brings its own cycle length
+    unless one is given: 4 epochs for restarts, none for the others."""
+    if "schedule" in changes and "cycle_epochs" not in changes:
+        changes["cycle_epochs"] = 4 if changes["schedule"] == "restarts" else None
+    return dataclasses.replace(config, **changes)
+
+
+_MLP = RunConfig()
+_CNN = dataclasses.replace(  # what the CNN presets share
+    _MLP, arch="cnn", stages=((32,),), batch_norm=False, dropout=0.25, weight_decay=0.05,
+    schedule="cosine", cycle_epochs=None, batch_size=128, label_smoothing=0.0,
+)  # fmt: skip
+PRESETS: dict[str, RunConfig] = {
+    "mlp": _MLP,
+    # The notebook's 784-10-10 ReLU net and its U(-0.5, 0.5) init, trained correctly.
+    "seed": dataclasses.replace(
+        _MLP,
+        preset="seed",
+        hidden=(10,),
+        init="uniform",
+        batch_norm=False,
+        flip=False,
+        optimizer="adam",
+        weight_decay=1e-4,
+        schedule="cosine",
+        cycle_epochs=None,
+        epochs=40,
+        label_smoothing=0.0,
+    ),
+    # Two 3x3 convolution stages with BatchNorm and pooling, then 128 units: a few minutes.
+    "cnn-small": dataclasses.replace(
+        _CNN, preset="cnn-small", stages=((32,), (64,)), hidden=(128,), epochs=5
+    ),
+    # Four convolutions in three stages, shifted and mirrored images, a warmup epoch, and
+    # predictions averaged over each image and its mirror image.
+    "cnn": dataclasses.replace(
+        _CNN,
+        preset="cnn",
+        stages=((32,), (64, 64), (128,)),
+        hidden=(256,),
+        shift=2,
+        warmup_epochs=1,
+        epochs=13,
+        tta="flip",
+    ),
+}
+
+
+def preset(name: str, **changes: Any) -> RunConfig:
+    """A preset by name, with `changes` applied (as `replace`)."""
+    if name not in PRESETS:
+        raise ConfigError("preset", f"must be one of {', '.join(PRESETS)}, got {name!r}")
+    return replace(PRESETS[name], **changes)

@@ -1,0 +1,360 @@
+"""Run: one training run and the folder it owns, from data to a tested, saved model.
+
+The folder holds config.json (the RunConfig), last.npz (everything needed to resume bit-exactly,
+rewritten every epoch), best.npz (the best validation epoch), history.jsonl, and at the end
+model.npz and metrics.json, which record the data the run was trained and tested on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .augment import make_augment
+from .checkpoint import NonFiniteError, atomic_write, read_checkpoint, save_checkpoint
+from .config import ConfigError, RunConfig
+from .data import Dataset, Split, load_fashion_mnist, to_float, train_val_split
+from .metrics import report
+from .model import Sequential, cnn, mlp
+from .optim import Optimizer, make_optimizer
+from .schedules import Schedule, make_schedule
+from .train import History, TrainingDiverged, TrainState, evaluate, fit
+
+RUNS_ROOT = Path("runs")
+
+
+class ResumeError(ValueError):
+    """A run folder cannot be resumed (no config, a different dataset, a damaged checkpoint)."""
+
+
+def build_model(
+    config: RunConfig, n_features: int, n_classes: int, rng: np.random.Generator
+) -> Sequential:
+    """The network `config` describes, its weights drawn from rng."""
+    if config.arch == "cnn":
+        side = round(n_features**0.5)
+        if side * side != n_features:
+            raise ValueError(f"a CNN needs square images; got {n_features} pixels per image")
+        model = cnn(side, config.stages, config.hidden, n_classes, rng=rng, dropout=config.dropout)
+    else:
+        model = mlp(
+            n_features, config.hidden, n_classes, rng=rng, activation=config.activation,
+            dropout=config.dropout, input_dropout=config.input_dropout,
+            batch_norm=config.batch_norm, init=config.init,
+        )  # fmt: skip
+    return Sequential(model.layers, tta=config.tta)
+
+
+def build_training(
+    config: RunConfig, n_features: int, n_classes: int, n_train: int, rng: np.random.Generator
+) -> tuple[Sequential, Optimizer, Schedule]:
+    """The model, its optimiser and the learning-rate schedule (in steps) `config` describes."""
+    model = build_model(config, n_features, n_classes, rng)
+    opt_args: dict[str, Any] = {"lr": config.lr, "weight_decay": config.weight_decay}
+    if config.optimizer == "sgd":
+        opt_args |= {"momentum": config.momentum, "nesterov": config.nesterov}
+    optimizer = make_optimizer(config.optimizer, model.parameters(), **opt_args)
+    steps_per_epoch = -(-n_train // config.batch_size)
+    schedule: dict[str, Any] = {"name": config.schedule, "lr": config.lr}
+    if config.schedule != "constant":
+        schedule |= {
+            "total_steps": config.epochs * steps_per_epoch,
+            "warmup_steps": config.warmup_epochs * steps_per_epoch,
+        }
+    if config.cycle_epochs is not None:
+        schedule["cycle_steps"] = config.cycle_epochs * steps_per_epoch
+    return model, optimizer, make_schedule(schedule)
+
+
+def data_checksum(*arrays: np.ndarray) -> str:
+    """A short content hash of the training data, stored in checkpoints and checked on resume."""
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).data)
+    return h.hexdigest()
+
+
+def evaluate_test_set(model: Sequential, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Every test-set figure of a model: accuracy and loss as `train` reports them, top-2
+    accuracy, per-class precision / recall / F1, the confusion matrix and the probabilities."""
+    x = to_float(images)
+    loss, acc = evaluate(model, x, labels)
+    probs = model.predict_proba(x)
+    result: dict[str, Any] = {"test_accuracy": acc, "test_loss": loss, "test_size": len(labels)}
+    result |= {k: v for k, v in report(labels, probs).items() if k != "accuracy"}
+    return result | {"probabilities": probs}
+
+
+@dataclass
+class RunResult:
+    """What a finished run holds: the model, its metrics, and the exact test split they are on."""
+
+    model: Sequential
+    metadata: dict[str, Any]  # as stored in model.npz: class names, image shape, config, metrics
+    test: Split
+    history: History
+    interrupted: str | None = None  # the signal's name when a run was stopped and saved
+    epoch: int = 0  # where it stopped: the epoch in progress (1-based) and the steps done
+    step: int = 0
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return dict(self.metadata["metrics"])
+
+
+class Run:
+    """A run folder. New runs get a folder of their own (runs/<time>-<preset>, with -2, -3 ...
+    when that name is taken) created only once the data has been checked, so a run that cannot
+    start leaves nothing behind."""
+
+    def __init__(self, config: RunConfig, folder: Path | None = None) -> None:
+        self.config = config
+        self._folder = folder
+        if folder is not None and (folder / "config.json").exists():
+            raise ResumeError(f"{folder}: holds a run already; continue it with --resume {folder}")
+        if folder is not None and folder.exists() and not folder.is_dir():
+            raise ResumeError(f"{folder}: exists and is not a folder")
+        self._resume = False
+
+    @classmethod
+    def open(cls, folder: Path) -> Run:
+        """The run in `folder`, to resume it."""
+        path = folder / "config.json"
+        try:
+            obj = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ResumeError(f"{folder}: no config.json, not a fashionnet run folder") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            raise ResumeError(f"{path}: cannot read ({e})") from None
+        try:
+            config = RunConfig.from_json(obj)
+        except ConfigError as e:
+            raise ResumeError(f"{path}: not a fashionnet run configuration ({e})") from None
+        run = cls(config)
+        run._folder, run._resume = folder, True
+        return run
+
+    @property
+    def folder(self) -> Path:
+        if self._folder is None:
+            raise RuntimeError("a new run's folder is made when it starts training")
+        return self._folder
+
+    def _make_folder(self) -> None:
+        """Create the folder; a default name taken by another run gets a suffix (mkdir is atomic,
+        so two runs started in the same second still get two folders)."""
+        if self._folder is not None:
+            self._folder.mkdir(parents=True, exist_ok=True)
+            return
+        RUNS_ROOT.mkdir(parents=True, exist_ok=True)
+        name = f"{time.strftime('%Y%m%d-%H%M%S')}-{self.config.preset}"
+        for n in range(1, 10_000):
+            folder = RUNS_ROOT / (name if n == 1 else f"{name}-{n}")
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                continue
+            self._folder = folder
+            return
+        raise ResumeError(f"{RUNS_ROOT}: no free run folder name for {name}")
+
+    def _write_json(self, name: str, obj: Any) -> None:
+        with atomic_write(self.folder / name) as f:
+            f.write((json.dumps(obj, indent=2) + "\n").encode())
+
+    def train(
+        self,
+        data: Dataset | None = None,
+        *,
+        on_start: Callable[[Run, TrainState], None] | None = None,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        progress: bool | None = None,
+    ) -> RunResult:
+        """Train as the config says (or continue from last.npz), test, and write the folder.
+
+        `on_start` gets the run (its folder now made) and the training state before the first
+        step, to set `stop_requested` from a signal handler: a stopped run saves last.npz and
+        returns with `interrupted` set.
+        """
+        config = self.config
+        data = data if data is not None else load_fashion_mnist(config.data)
+        train, test = data.train, data.test
+        if config.limit:
+            n = config.limit
+            train, test = (
+                Split(train.images[:n], train.labels[:n]),
+                Split(test.images[:n], test.labels[:n]),
+            )
+        if config.val_size >= len(train):
+            raise ConfigError("val_size", f"{config.val_size}: must be smaller than the "
+                                          f"{len(train)} training images")  # fmt: skip
+        rng = np.random.default_rng(config.seed)
+        checksum = data_checksum(train.images, train.labels)
+        train, val = train_val_split(train, config.val_size, rng)
+        x, y = to_float(train.images), train.labels
+        model, optimizer, schedule = build_training(
+            config, x.shape[1], len(data.class_names), len(x), rng
+        )
+        self._make_folder()
+        last = self.folder / "last.npz"
+        for stale in self.folder.glob(".*.tmp"):  # left by a save that was killed half-way
+            stale.unlink()
+        state = TrainState()
+        if self._resume and last.exists():
+            state = _load_last(last, model, optimizer, rng, checksum)
+        elif not self._resume:
+            self._write_json("config.json", config.to_json())
+        metadata: dict[str, Any] = {
+            "class_names": list(data.class_names),
+            "image_shape": list(train.images.shape[1:]),
+            "input_scale": 1 / 255,
+            "config": config.to_json(),
+        }
+
+        def save_last(st: TrainState) -> None:
+            run_meta = {"config": config.to_json(), "data_checksum": checksum,
+                        "step": optimizer.steps}  # fmt: skip
+            _save_last(last, model, optimizer, st, rng, run_meta)
+
+        def end_of_epoch(record: dict[str, Any]) -> None:
+            lines = [json.dumps(r) for r in state.history.epochs]
+            with atomic_write(self.folder / "history.jsonl") as f:
+                f.write(("\n".join(lines) + "\n").encode())
+            if state.history.best_epoch == record["epoch"]:
+                save_checkpoint(self.folder / "best.npz", model,
+                                metadata={**metadata, "epoch": record["epoch"]})  # fmt: skip
+            state.history.train_seconds = time.perf_counter() - started
+            save_last(state)
+            if on_epoch is not None:
+                on_epoch(record)
+
+        def every_n_steps(st: TrainState) -> None:
+            if config.checkpoint_every and optimizer.steps % config.checkpoint_every == 0:
+                save_last(st)
+
+        if on_start is not None:
+            on_start(self, state)
+        started = time.perf_counter() - state.history.train_seconds
+        history = fit(
+            model, optimizer, (x, y),
+            val=(to_float(val.images), val.labels) if len(val) else None,
+            epochs=config.epochs, batch_size=config.batch_size, rng=rng, schedule=schedule,
+            label_smoothing=config.label_smoothing,
+            augment=make_augment(_augment(config), train.images.shape[1:]),
+            patience=config.patience, callbacks=[end_of_epoch],
+            step_callbacks=[every_n_steps] if config.checkpoint_every else [], state=state,
+            progress=progress,
+        )  # fmt: skip
+        if history.interrupted:
+            save_last(state)
+            return RunResult(model, metadata, test, history, interrupted=state.stop_requested,
+                             epoch=state.epoch + 1, step=optimizer.steps)  # fmt: skip
+        t0 = time.perf_counter()
+        test_loss, test_acc = evaluate(model, to_float(test.images), test.labels)
+        best = history.best()
+        metadata["metrics"] = {
+            "preset": config.preset,
+            "seed": config.seed,
+            "test_accuracy": test_acc,
+            "test_loss": test_loss,
+            "val_accuracy": best.get("val_accuracy"),
+            "val_loss": best.get("val_loss"),
+            "best_epoch": history.best_epoch,
+            "epochs": len(history.epochs),
+            "stopped_early": history.stopped_early,
+            "train_seconds": history.train_seconds,
+            "test_seconds": time.perf_counter() - t0,
+            "n_parameters": model.n_parameters(),
+            "train_size": len(train),
+            "val_size": len(val),
+            "test_size": len(test),
+            "data": data.source,
+            "data_checksum": checksum,
+        }
+        save_checkpoint(self.folder / "model.npz", model, metadata=metadata)
+        self._write_json("metrics.json", metadata["metrics"])
+        return RunResult(model, metadata, test, history)
+
+
+def recorded_data(metadata: dict[str, Any]) -> tuple[str | None, int | None]:
+    """(data path, limit) a saved model was tested on, from its metadata: where evaluate,
+    report and predict look by default."""
+    metrics = metadata.get("metrics")
+    config = metadata.get("config")
+    source = metrics.get("data") if isinstance(metrics, dict) else None
+    limit = config.get("limit") if isinstance(config, dict) else None
+    return (
+        source if isinstance(source, str) and source else None,
+        limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None,
+    )
+
+
+def _augment(config: RunConfig) -> dict[str, Any]:
+    return {"flip": config.flip, "shift": config.shift, "erase": config.erase}
+
+
+def _save_last(
+    path: Path,
+    model: Sequential,
+    optimizer: Optimizer,
+    st: TrainState,
+    rng: np.random.Generator,
+    metadata: dict[str, Any],
+) -> None:
+    """last.npz: everything needed to continue bit-exactly from this point."""
+    scalars, arrays = st.to_saved()
+    try:
+        save_checkpoint(
+            path,
+            model,
+            metadata={**metadata, "train_state": scalars, "rng": rng.bit_generator.state},
+            optimizer_state=optimizer.state_dict(),
+            arrays={f"train.{k}": v for k, v in arrays.items()},
+        )
+    except NonFiniteError as e:  # the step overflowed: keep the last good checkpoint
+        raise TrainingDiverged(st.epoch + 1, optimizer.steps, "the weights") from e
+
+
+def _load_last(
+    path: Path, model: Sequential, optimizer: Optimizer, rng: np.random.Generator, checksum: str
+) -> TrainState:
+    """Put model, optimizer and rng back as last.npz has them; return the training state."""
+    meta, arrays = read_checkpoint(path)
+    if meta.get("data_checksum") != checksum:
+        raise ResumeError(f"{path}: written for other training data; resume with the same --data")
+    for name, p in model.named_parameters().items():
+        stored = arrays.get(f"param.{name}")
+        if stored is None or stored.shape != p.data.shape:
+            raise ResumeError(f"{path}: parameter {name} does not match the run's config")
+        p.data[...] = stored
+    for name, b in model.named_buffers().items():
+        b[...] = arrays[f"buffer.{name}"]
+    optim_arrays = {
+        k.removeprefix("optim."): v for k, v in arrays.items() if k.startswith("optim.")
+    }
+    optimizer.load_state_dict({**meta["optimizer"], "arrays": optim_arrays})
+    rng.bit_generator.state = meta["rng"]
+    train_arrays = {
+        k.removeprefix("train."): v for k, v in arrays.items() if k.startswith("train.")
+    }
+    return TrainState.from_saved(meta["train_state"], train_arrays)
+
+
+__all__ = [
+    "RUNS_ROOT",
+    "ResumeError",
+    "Run",
+    "RunResult",
+    "build_model",
+    "build_training",
+    "data_checksum",
+    "evaluate_test_set",
+    "recorded_data",
+]
