@@ -8,7 +8,6 @@ import pytest
 from fashionnet.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
-    atomic_write,
     load_model,
     read_checkpoint,
     save_checkpoint,
@@ -59,28 +58,6 @@ def test_non_finite_weights_are_never_saved(tmp_path, model):
     with pytest.raises(ValueError, match="non-finite"):
         save_checkpoint(tmp_path / "m.npz", model)
     assert list(tmp_path.iterdir()) == []
-
-
-def test_atomic_write_gives_the_usual_file_mode(tmp_path):
-    import os
-
-    mask = os.umask(0o022)
-    try:
-        with atomic_write(tmp_path / "f.bin") as f:
-            f.write(b"x")
-    finally:
-        os.umask(mask)
-    assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644
-
-
-def test_atomic_write_leaves_the_old_file_on_error(tmp_path):
-    path = tmp_path / "f.bin"
-    path.write_bytes(b"old")
-    with pytest.raises(RuntimeError), atomic_write(path) as f:
-        f.write(b"new but incomplete")
-        raise RuntimeError("disk full")
-    assert path.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
 
 
 def rewrite(path, tmp_path, change):

@@ -8,9 +8,11 @@ from fashionnet.optim import SGD, Adam, AdamW, flatten_parameters, make_optimize
 
 
 def make_params(rng, dtype=np.float64):
+    """Three parameters in one flat buffer, laid out as a Sequential lays them: decayed first."""
     w = Parameter(rng.normal(size=(3, 4)).astype(dtype))
     b = Parameter(rng.normal(size=(4,)).astype(dtype), decay=False)
     w2 = Parameter(rng.normal(size=(4, 2)).astype(dtype))
+    flatten_parameters([w, w2, b])
     return [w, b, w2]
 
 
@@ -19,17 +21,26 @@ def set_grads(params, rng):
         p.grad[...] = rng.normal(size=p.data.shape)
 
 
-def test_parameters_become_views_of_one_flat_buffer(rng):
+def test_an_optimiser_works_on_the_flat_buffer_as_it_is(rng):
     params = make_params(rng)
-    before = [p.data.copy() for p in params]
+    arrays = [(p.data, p.grad) for p in params]
     opt = SGD(params, lr=0.1)
     assert opt.data.size == 12 + 4 + 8
-    for p, old in zip(params, before, strict=True):
+    for p, (data, grad) in zip(params, arrays, strict=True):
+        assert p.data is data and p.grad is grad  # never moved
         assert p.data.base is opt.data and p.grad.base is opt.grad
-        np.testing.assert_array_equal(p.data, old)
     # decayed parameters first, so weight decay is one slice
     assert opt.n_decay == 20
     assert opt.params[-1] is params[1]
+
+
+def test_loose_parameters_and_decay_after_the_layout_are_refused(rng):
+    loose = [Parameter(rng.normal(size=(3, 4))), Parameter(rng.normal(size=4), decay=False)]
+    with pytest.raises(ValueError, match="views of one flat buffer"):
+        SGD(loose, lr=0.1)
+    flatten_parameters(loose[::-1])  # the bias first: decay would be no single slice
+    with pytest.raises(ValueError, match="weight decay must come first"):
+        SGD(loose, lr=0.1)
 
 
 def test_a_second_optimiser_reuses_the_flat_buffer(rng):
@@ -189,6 +200,7 @@ def test_unknown_optimizer_is_named(rng):
 
 def test_layer_keeps_working_after_flattening(rng):
     layer = Linear(4, 5, rng=rng, dtype=np.float64)
+    flatten_parameters(list(layer.params().values()))
     opt = SGD(list(layer.params().values()), lr=1.0)
     x = rng.normal(size=(3, 4))
     layer.forward(x, training=True)

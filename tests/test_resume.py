@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fashionnet.checkpoint import atomic_write, read_checkpoint
+from fashionnet._fsutil import atomic_write
+from fashionnet.checkpoint import read_checkpoint
 from fashionnet.cli import main
 
 TIMING_KEYS = {"seconds", "train_seconds", "test_seconds"}

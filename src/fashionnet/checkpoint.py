@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
+from ._fsutil import atomic_write
 from ._version import __version__
 from .data import ZIP_ERRORS
-from .data.formats import current_umask
 from .layers import Array
 from .model import Sequential
 
@@ -38,32 +35,6 @@ class CheckpointError(ValueError):
 
 class NonFiniteError(ValueError):
     """Refused to save NaN or infinite values: no checkpoint ever holds them."""
-
-
-@contextmanager
-def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
-    """Write to a temp file beside `path`, fsync, rename over `path`, fsync the folder.
-
-    Readers see the old complete file or the new complete one, never a partial one; on error
-    the temp file is removed and `path` is untouched.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the file the usual mode
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _json_bytes(obj: Any) -> Array:
@@ -244,11 +215,11 @@ def _build_model(path: Path, meta: dict[str, Any], arrays: dict[str, Array]) -> 
         model = Sequential.from_config(meta["model"])
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: model config cannot be rebuilt ({e})") from None
-    for name, p in model.named_parameters().items():
-        p.data = stored[name].astype(p.data.dtype, copy=False)
-        p.grad = np.zeros_like(p.data)
-    for name, b in model.named_buffers().items():
-        b[...] = stored[name]
+    mine = model.state_dict()
+    try:
+        model.load_state_dict({k: v.astype(mine[k].dtype, copy=False) for k, v in stored.items()})
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
     return model
 
 

@@ -1,4 +1,5 @@
-"""Sequential: a stack of layers with forward, backward, parameters, predict and a config."""
+"""Sequential: a stack of layers with forward, backward, parameters in one flat buffer the model
+owns, state_dict / load_state_dict, predict, summary and a config."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from typing import Any
 import numpy as np
 
 from .layers import (
-    LAYER_TYPES,
     Array,
     BatchNorm,
     Conv2D,
@@ -22,8 +22,10 @@ from .layers import (
     Parameter,
     ReLU,
     Reshape,
-    Residual,
     array_namespace,
+    build_layer,
+    flatten_parameters,
+    layer_class,
 )
 from .losses import softmax
 
@@ -47,6 +49,41 @@ class Sequential:
             raise ValueError(f"tta must be one of {', '.join(TTA_MODES)} or None; got {tta!r}")
         self.layers = list(layers)
         self.tta = tta
+        # every parameter and gradient becomes a view of one flat buffer, weight-decayed ones
+        # first (an optimiser's weight decay is then one slice); layers keep working on views
+        params = sorted(self.parameters(), key=lambda p: not p.decay)  # stable
+        self.flat: Array | None = None  # None for a model without parameters
+        self.flat_grad: Array | None = None
+        if params:
+            self.flat, self.flat_grad = flatten_parameters(params)
+
+    def state_dict(self) -> dict[str, Array]:
+        """Every parameter and buffer by name ("0.weight", "1.running_mean", ...): the model's
+        own arrays, not copies (as in PyTorch)."""
+        return {name: p.data for name, p in self.named_parameters().items()} | self.named_buffers()
+
+    def load_state_dict(self, state: dict[str, Array], *, strict: bool = True) -> list[str]:
+        """Copy `state`'s arrays into the model's own (views of the flat buffer stay views).
+
+        Names, shapes and dtypes are checked first, and nothing is copied unless all match; with
+        strict=False, names missing from `state` are left as they are and returned.
+        """
+        mine = self.state_dict()
+        missing = sorted(set(mine) - set(state))
+        unexpected = sorted(set(state) - set(mine))
+        if unexpected or (strict and missing):
+            raise ValueError(
+                f"state does not match the model: missing {missing}, unexpected {unexpected}"
+            )
+        for name, value in state.items():
+            if value.shape != mine[name].shape or value.dtype != mine[name].dtype:
+                raise ValueError(
+                    f"state {name}: {value.dtype} {value.shape}, the model has "
+                    f"{mine[name].dtype} {mine[name].shape}"
+                )
+        for name, value in state.items():
+            mine[name][...] = value
+        return missing
 
     def forward(self, x: Array, *, training: bool = False) -> Array:
         for layer in self.layers:
@@ -111,7 +148,7 @@ class Sequential:
         return xp.concatenate(parts)
 
     def config(self) -> dict[str, Any]:
-        layers = [{"type": type(layer).__name__, **layer.config()} for layer in self.layers]
+        layers = [layer.spec() for layer in self.layers]
         return {"layers": layers} | ({"tta": self.tta} if self.tta else {})
 
     @staticmethod
@@ -120,7 +157,7 @@ class Sequential:
         return {
             f"{i}.{name}": shape
             for i, spec in enumerate(config["layers"])
-            for name, shape in _spec_shapes(spec).items()
+            for name, shape in layer_class(spec).param_shapes(spec).items()
         }
 
     @classmethod
@@ -172,42 +209,6 @@ def mirror(x: Array) -> Array:
     return x.reshape(n, side, side)[:, :, ::-1].reshape(n, features)
 
 
-def _layer_class(spec: dict[str, Any]) -> type[Layer]:
-    kind = spec.get("type")
-    if kind not in LAYER_TYPES:
-        raise ValueError(f"unknown layer type {kind!r}")
-    return LAYER_TYPES[kind]
-
-
-def _spec_shapes(spec: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    if _layer_class(spec) is Residual:
-        return {
-            f"{part}.{i}.{name}": shape
-            for part in ("body", "shortcut")
-            for i, inner in enumerate(spec.get(part) or [])
-            for name, shape in _spec_shapes(inner).items()
-        }
-    return _layer_class(spec).param_shapes(spec)
-
-
-def build_layer(spec: dict[str, Any], rng: np.random.Generator | None, dtype: Any) -> Layer:
-    """A layer from its config() entry ({"type": "Linear", ...}), weights drawn from rng."""
-    args = dict(spec)
-    layer_cls = _layer_class(args)
-    del args["type"]
-    if layer_cls is Residual:
-        body = [build_layer(inner, rng, dtype) for inner in args["body"]]
-        shortcut = [build_layer(inner, rng, dtype) for inner in args.get("shortcut") or []]
-        return Residual(body, shortcut or None)
-    if layer_cls in (Linear, Conv2D):
-        return layer_cls(**args, rng=rng, dtype=dtype)
-    if layer_cls is BatchNorm:
-        return BatchNorm(**args, dtype=dtype)
-    if layer_cls is Dropout:
-        return Dropout(**args, rng=rng)
-    return layer_cls(**args)
-
-
 def mlp(
     in_features: int,
     hidden: Sequence[int],
@@ -236,7 +237,7 @@ def mlp(
         layers.append(Linear(fan_in, fan_out, rng=rng, init=init, bias=not batch_norm, dtype=dtype))
         if batch_norm:
             layers.append(BatchNorm(fan_out, dtype=dtype))
-        layers.append(LAYER_TYPES[kind]())
+        layers.append(Layer.registry[kind]())
         if dropout:
             layers.append(Dropout(dropout, rng=rng))
     layers.append(Linear(sizes[-1], n_classes, rng=rng, init=init, dtype=dtype))

@@ -1,8 +1,10 @@
 """Optimisers over one flat buffer: every parameter and gradient is a view into it.
 
 An update is then a handful of vectorised in-place operations on whole arrays, whatever the
-number of layers. Parameters with decay=True are laid out first, so weight decay touches the
-slice `[:n_decay]` and never the biases.
+number of layers. The buffer belongs to the model (Sequential lays it out, or
+`flatten_parameters` for loose parameters); an optimiser only checks it and never moves a
+parameter. Parameters with decay=True come first, so weight decay touches the slice
+`[:n_decay]` and never the biases.
 """
 
 from __future__ import annotations
@@ -11,54 +13,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from .layers import Array, Parameter, array_namespace
-
-
-def _tiles(params: Sequence[Parameter], flat: Array | None, attr: str) -> bool:
-    """True when the params' arrays are consecutive views covering all of `flat`."""
-    if flat is None:
-        return False
-    offset = 0
-    for p in params:
-        a = getattr(p, attr)
-        if a.base is not flat or not a.flags.c_contiguous:
-            return False
-        start = (a.__array_interface__["data"][0] - flat.__array_interface__["data"][0]) // (
-            flat.itemsize
-        )
-        if start != offset:
-            return False
-        offset += a.size
-    return offset == flat.size
-
-
-def flatten_parameters(params: Sequence[Parameter]) -> tuple[Array, Array]:
-    """Make params views into one flat data buffer and one flat grad buffer; return both.
-
-    Already-flat parameters (a second optimiser over the same model) are left as they are.
-    """
-    if not params:
-        raise ValueError("an optimiser needs at least one parameter")
-    base = params[0].data.base
-    gbase = params[0].grad.base
-    if _tiles(params, base, "data") and _tiles(params, gbase, "grad"):
-        assert base is not None and gbase is not None
-        return base, gbase
-    xp = array_namespace(params[0].data)
-    dtype = params[0].data.dtype
-    if any(p.data.dtype != dtype for p in params):
-        raise ValueError("all parameters must share one dtype")
-    total = sum(p.data.size for p in params)
-    flat, gflat = xp.empty(total, dtype), xp.zeros(total, dtype)
-    offset = 0
-    for p in params:
-        n = p.data.size
-        flat[offset : offset + n] = p.data.ravel()
-        gflat[offset : offset + n] = p.grad.ravel()
-        p.data = flat[offset : offset + n].reshape(p.data.shape)
-        p.grad = gflat[offset : offset + n].reshape(p.data.shape)
-        offset += n
-    return flat, gflat
+from .layers import Array, Parameter, array_namespace, flat_buffers, flatten_parameters
 
 
 class Optimizer:
@@ -69,10 +24,14 @@ class Optimizer:
             raise ValueError(f"lr must be positive, got {lr!r}")
         if weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
-        ordered = sorted(params, key=lambda p: not p.decay)  # stable: decayed params first
+        ordered, self.data, self.grad = flat_buffers(params)
         self.params = ordered
-        self.data, self.grad = flatten_parameters(ordered)
         self.n_decay = sum(p.data.size for p in ordered if p.decay)
+        if not all(p.decay for p in ordered[: sum(p.decay for p in ordered)]):
+            raise ValueError(
+                "the parameters with weight decay must come first in their flat buffer: "
+                "build the model (or flatten_parameters) after setting Parameter.decay"
+            )
         self.lr, self.weight_decay = lr, weight_decay
         self.steps = 0
         self._tmp = array_namespace(self.data).empty_like(self.data)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._fsutil import atomic_write
 from .layers import Conv2D, Linear
 from .model import Sequential
 
@@ -29,13 +29,9 @@ def _pyplot() -> Any:
 
 
 def _save(fig: Any, path: Path) -> None:
-    """Write the picture to a temporary file beside `path`, then rename: never half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        fig.savefig(tmp, dpi=100, format=path.suffix.lstrip(".") or "png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write the picture atomically: never half a file."""
+    with atomic_write(path) as f:
+        fig.savefig(f, dpi=100, format=path.suffix.lstrip(".") or "png")
 
 
 def learning_curves(history: list[dict[str, Any]], best_epoch: int, path: Path) -> None:

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from ._fsutil import atomic_write, stale_temp_files
 from .augment import make_augment
-from .checkpoint import NonFiniteError, atomic_write, read_checkpoint, save_checkpoint
+from .checkpoint import NonFiniteError, read_checkpoint, save_checkpoint
 from .config import ConfigError, RunConfig
 from .data import Dataset, Split, load_fashion_mnist, to_float, train_val_split
 from .metrics import report
@@ -204,7 +205,7 @@ class Run:
         )
         self._make_folder()
         last = self.folder / "last.npz"
-        for stale in self.folder.glob(".*.tmp"):  # left by a save that was killed half-way
+        for stale in stale_temp_files(self.folder):  # left by a save that was killed half-way
             stale.unlink()
         state = TrainState()
         if self._resume and last.exists():
@@ -329,13 +330,12 @@ def _load_last(
     meta, arrays = read_checkpoint(path)
     if meta.get("data_checksum") != checksum:
         raise ResumeError(f"{path}: written for other training data; resume with the same --data")
-    for name, p in model.named_parameters().items():
-        stored = arrays.get(f"param.{name}")
-        if stored is None or stored.shape != p.data.shape:
-            raise ResumeError(f"{path}: parameter {name} does not match the run's config")
-        p.data[...] = stored
-    for name, b in model.named_buffers().items():
-        b[...] = arrays[f"buffer.{name}"]
+    stored = ("param.", "buffer.")
+    state = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(stored)}
+    try:
+        model.load_state_dict(state)
+    except ValueError as e:
+        raise ResumeError(f"{path}: does not match the run's config ({e})") from None
     optim_arrays = {
         k.removeprefix("optim."): v for k, v in arrays.items() if k.startswith("optim.")
     }

@@ -160,48 +160,24 @@ def fit(
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
-    from tqdm import tqdm  # only training needs it: loading a model for inference needs numpy alone
-
     keep_freed_memory()
-    x, y = train
     st = state if state is not None else TrainState()
     history = st.history
-    n_batches = -(-len(x) // batch_size)
+    bar = ProgressBar(len(train[0]), progress)
     start_time = time.perf_counter() - history.train_seconds
     while st.epoch < epochs and not history.stopped_early and st.stop_requested is None:
         epoch, t0 = st.epoch + 1, time.perf_counter()
-        if st.order is None:
-            st.order = rng.permutation(len(x))
-        bar = tqdm(total=len(x), initial=st.seen, desc=f"epoch {epoch}", unit="img", leave=False,
-                   disable=None if progress is None else not progress)  # fmt: skip
-        while st.batch < n_batches and st.stop_requested is None:
-            idx = st.order[st.batch * batch_size : (st.batch + 1) * batch_size]
-            xb, yb = x[idx], y[idx]
-            if schedule is not None:
-                optimizer.lr = schedule(optimizer.steps)
-            if augment is not None:
-                xb = augment(xb, rng)
-            logits = model.forward(xb, training=True)
-            loss, grad_logits = softmax_cross_entropy(logits, yb, label_smoothing=label_smoothing)
-            model.backward(grad_logits)
-            if not (math.isfinite(loss) and math.isfinite(float(optimizer.grad.sum()))):
-                raise TrainingDiverged(epoch, optimizer.steps + 1, f"loss {loss} or a gradient")
-            optimizer.step()
-            st.batch += 1
-            st.loss_sum += loss * len(yb)
-            st.correct += int((logits.argmax(axis=1) == yb).sum())
-            st.seen += len(yb)
-            bar.update(len(yb))
-            if not bar.disable and st.batch % 20 == 0:  # live figures, on a terminal only
-                bar.set_postfix(loss=f"{st.loss_sum / st.seen:.4f}",
-                                acc=f"{st.correct / st.seen:.4f}", refresh=False)  # fmt: skip
-            for step_callback in step_callbacks:
-                step_callback(st)
+        bar.start(epoch, st.seen)
+        finished = train_epoch(
+            model, optimizer, train, st, batch_size=batch_size, rng=rng, schedule=schedule,
+            label_smoothing=label_smoothing, augment=augment,
+            step_callbacks=[bar.update, *step_callbacks],
+        )  # fmt: skip
         bar.close()
-        if st.batch < n_batches:  # stopped mid-epoch: the state is left ready to resume
+        if not finished:  # stopped mid-epoch: the state is left ready to resume
             history.interrupted = True
             break
-        record = _finish_epoch(st, model, optimizer, val, restore_best, epoch, len(x))
+        record = _finish_epoch(st, model, optimizer, val, restore_best, epoch, len(train[0]))
         record["seconds"] = time.perf_counter() - t0
         history.epochs.append(record)
         # recorded in the state before the callbacks save it: a stopped run stays stopped
@@ -211,8 +187,75 @@ def fit(
     history.interrupted = history.interrupted or st.stop_requested is not None
     history.train_seconds = time.perf_counter() - start_time
     if st.best_weights is not None and not history.interrupted:
-        _restore(st.best_weights, model, optimizer)
+        _restore(st.best_weights, model)
     return history
+
+
+def train_epoch(
+    model: Sequential,
+    optimizer: Optimizer,
+    train: tuple[Array, Array],
+    st: TrainState,
+    *,
+    batch_size: int,
+    rng: np.random.Generator,
+    schedule: Schedule | None = None,
+    label_smoothing: float = 0.0,
+    augment: Augment | None = None,
+    step_callbacks: Sequence[StepCallback] = (),
+) -> bool:
+    """The rest of the current epoch, from batch `st.batch` of the order `st.order` (drawn from
+    rng when the epoch starts); True when the epoch is done, False when a stop was requested."""
+    x, y = train
+    n_batches = -(-len(x) // batch_size)
+    if st.order is None:
+        st.order = rng.permutation(len(x))
+    while st.batch < n_batches and st.stop_requested is None:
+        idx = st.order[st.batch * batch_size : (st.batch + 1) * batch_size]
+        xb, yb = x[idx], y[idx]
+        if schedule is not None:
+            optimizer.lr = schedule(optimizer.steps)
+        if augment is not None:
+            xb = augment(xb, rng)
+        logits = model.forward(xb, training=True)
+        loss, grad_logits = softmax_cross_entropy(logits, yb, label_smoothing=label_smoothing)
+        model.backward(grad_logits)
+        if not (math.isfinite(loss) and math.isfinite(float(optimizer.grad.sum()))):
+            raise TrainingDiverged(st.epoch + 1, optimizer.steps + 1, f"loss {loss} or a gradient")
+        optimizer.step()
+        st.batch += 1
+        st.loss_sum += loss * len(yb)
+        st.correct += int((logits.argmax(axis=1) == yb).sum())
+        st.seen += len(yb)
+        for step_callback in step_callbacks:
+            step_callback(st)
+    return st.batch == n_batches
+
+
+class ProgressBar:
+    """A tqdm bar per epoch with the running loss and accuracy (progress=None: on a terminal
+    only); its `update` is a step callback."""
+
+    def __init__(self, n_samples: int, progress: bool | None) -> None:
+        self.n_samples, self.disable = n_samples, None if progress is None else not progress
+        self._bar: Any = None
+
+    def start(self, epoch: int, seen: int) -> None:
+        from tqdm import tqdm  # only training needs it: inference needs numpy alone
+
+        self._bar = tqdm(total=self.n_samples, initial=seen, desc=f"epoch {epoch}", unit="img",
+                         leave=False, disable=self.disable)  # fmt: skip
+        self._seen = seen
+
+    def update(self, st: TrainState) -> None:
+        self._bar.update(st.seen - self._seen)
+        self._seen = st.seen
+        if not self._bar.disable and st.batch % 20 == 0:  # live figures, on a terminal only
+            self._bar.set_postfix(loss=f"{st.loss_sum / st.seen:.4f}",
+                                  acc=f"{st.correct / st.seen:.4f}", refresh=False)  # fmt: skip
+
+    def close(self) -> None:
+        self._bar.close()
 
 
 def _finish_epoch(
@@ -239,19 +282,22 @@ def _finish_epoch(
     if record["val_loss"] < st.best_val_loss:
         st.best_val_loss, st.history.best_epoch = record["val_loss"], epoch
         if restore_best:
-            st.best_weights = _snapshot(model, optimizer)
+            st.best_weights = _snapshot(model)
     return record
 
 
-def _snapshot(model: Sequential, optimizer: Optimizer) -> Array:
-    """Parameters and buffers (BatchNorm's running statistics) as one flat copy."""
+def _snapshot(model: Sequential) -> Array:
+    """The model's flat parameter buffer, then its buffers (BatchNorm's running statistics), as
+    one flat copy: last.npz keeps the best epoch's weights in this form."""
+    assert model.flat is not None
     buffers = [b.ravel() for b in model.named_buffers().values()]
-    return np.concatenate([optimizer.data, *buffers]) if buffers else optimizer.data.copy()
+    return np.concatenate([model.flat, *buffers]) if buffers else model.flat.copy()
 
 
-def _restore(snapshot: Array, model: Sequential, optimizer: Optimizer) -> None:
-    optimizer.data[...] = snapshot[: optimizer.data.size]
-    offset = optimizer.data.size
+def _restore(snapshot: Array, model: Sequential) -> None:
+    assert model.flat is not None
+    model.flat[...] = snapshot[: model.flat.size]
+    offset = model.flat.size
     for b in model.named_buffers().values():
         b[...] = snapshot[offset : offset + b.size].reshape(b.shape)
         offset += b.size

@@ -14,12 +14,13 @@ import json
 import mmap
 import os
 import shutil
-import tempfile
 import threading
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from .._fsutil import atomic_folder, user_cache
 
 # smaller files parse in milliseconds: not worth an entry
 MIN_BYTES = 1 << 20
@@ -29,8 +30,7 @@ def cache_root() -> Path | None:
     """$XDG_CACHE_HOME/fashionnet/csv, or None when FASHIONNET_CACHE=0."""
     if os.environ.get("FASHIONNET_CACHE", "1") == "0":
         return None
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "fashionnet" / "csv"
+    return user_cache("csv")
 
 
 def file_crc32(path: Path) -> int:
@@ -81,24 +81,18 @@ def store(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
     root = cache_root()
     if root is None or path.stat().st_size < MIN_BYTES:
         return
-    tmp: Path | None = None
     try:
         where, name = _names(path)
         crc = file_crc32(path)
         if _names(path)[1] != name:
             return  # the file changed while we read it
         root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
-        np.save(tmp / "images.npy", images, allow_pickle=False)
-        np.save(tmp / "labels.npy", labels, allow_pickle=False)
-        meta = {"path": str(path.resolve()), "crc32": crc}
-        (tmp / "meta.json").write_text(json.dumps(meta) + "\n")
         for old in root.glob(f"{where}-*"):
             shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, root / name)
-        tmp = None
+        with atomic_folder(root / name) as tmp:
+            np.save(tmp / "images.npy", images, allow_pickle=False)
+            np.save(tmp / "labels.npy", labels, allow_pickle=False)
+            meta = {"path": str(path.resolve()), "crc32": crc}
+            (tmp / "meta.json").write_text(json.dumps(meta) + "\n")
     except OSError:
         pass  # a read-only or full cache folder: no entry, no harm
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)

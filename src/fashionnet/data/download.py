@@ -17,6 +17,7 @@ from collections.abc import Callable
 from http.client import HTTPException
 from pathlib import Path
 
+from .._fsutil import user_cache
 from .formats import DataError
 from .integrity import GZ_MD5, IDX_MD5
 
@@ -26,8 +27,7 @@ CHUNK = 1 << 20
 
 def default_dir() -> Path:
     """$XDG_CACHE_HOME/fashionnet/fashion-mnist (~/.cache/... when unset)."""
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "fashionnet" / "fashion-mnist"
+    return user_cache("fashion-mnist")
 
 
 def _content_ok(path: Path, name: str) -> bool:

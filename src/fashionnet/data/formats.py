@@ -60,13 +60,6 @@ class Split:
         return len(self.labels)
 
 
-def current_umask() -> int:
-    """The process umask (reading it means setting it; it is put straight back)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _check_file(path: Path) -> None:
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected a file")

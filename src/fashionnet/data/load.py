@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .._fsutil import atomic_folder
 from .formats import (
     DataError,
     Split,
     _check_labels,
     _read_bytes,
-    current_umask,
     parse_idx,
     read_csv,
     read_image_folder,
@@ -234,8 +232,7 @@ def write_dataset(out: Path, data: Dataset, fmt: str) -> None:
         raise DataError(f"{out}: already exists; give a new folder")
     if not out.parent.is_dir():
         raise DataError(f"{out}: folder {out.parent} does not exist")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         for name, split in (("train", data.train), ("test", data.test)):
             if fmt == "idx":
                 images, labels = IDX_FILES[name]
@@ -254,8 +251,3 @@ def write_dataset(out: Path, data: Dataset, fmt: str) -> None:
                 raise ValueError(f"format must be idx, csv or npz, got {fmt!r}")
         if data.class_names != CLASS_NAMES:
             (tmp / "classes.txt").write_text("\n".join(data.class_names) + "\n")
-        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; give the folder the usual mode
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -1,10 +1,11 @@
 """Layers: forward caches what backward needs; backward assigns (never adds) parameter gradients.
 
-core: the contract, Linear, activations, Dropout, Flatten; norm: BatchNorm;
-conv: Conv2D, pooling and Reshape over NCHW batches; residual: Residual blocks.
+core: the contract (every layer registers itself in Layer.registry), Linear, activations,
+Dropout, Flatten; norm: BatchNorm; conv: Conv2D and Reshape over NCHW batches; pool: pooling;
+residual: Residual blocks.
 """
 
-from .conv import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D, Reshape
+from .conv import Conv2D, Reshape
 from .core import (
     INITS,
     Array,
@@ -13,27 +14,24 @@ from .core import (
     Layer,
     LeakyReLU,
     Linear,
+    OnnxGraph,
     Parameter,
     ReLU,
     Sigmoid,
     Tanh,
     array_namespace,
+    build_layer,
+    flat_buffers,
+    flatten_parameters,
     init_weight,
+    layer_class,
 )
 from .norm import BatchNorm
+from .pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from .residual import Residual
-
-LAYER_TYPES: dict[str, type[Layer]] = {
-    cls.__name__: cls
-    for cls in (
-        Linear, ReLU, LeakyReLU, Tanh, Sigmoid, Dropout, BatchNorm, Flatten,
-        Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Reshape, Residual,
-    )
-}  # fmt: skip
 
 __all__ = [
     "INITS",
-    "LAYER_TYPES",
     "Array",
     "AvgPool2D",
     "BatchNorm",
@@ -45,6 +43,7 @@ __all__ = [
     "LeakyReLU",
     "Linear",
     "MaxPool2D",
+    "OnnxGraph",
     "Parameter",
     "ReLU",
     "Reshape",
@@ -52,5 +51,9 @@ __all__ = [
     "Sigmoid",
     "Tanh",
     "array_namespace",
+    "build_layer",
+    "flat_buffers",
+    "flatten_parameters",
     "init_weight",
+    "layer_class",
 ]

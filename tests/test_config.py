@@ -1,0 +1,102 @@
+"""RunConfig: presets, validation naming field and value, JSON round-trip, older files, flags."""
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from fashionnet.cli import build_parser
+from fashionnet.config import PRESETS, ConfigError, RunConfig, preset, replace
+
+DOCS_RUNS = Path(__file__).resolve().parents[1] / "docs" / "runs"
+
+
+def test_the_default_config_is_the_default_preset():
+    assert RunConfig() == PRESETS["mlp"] == preset("mlp")
+    assert {name for name, c in PRESETS.items() if c.preset == name} == set(PRESETS)
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_json_round_trip(name):
+    config = PRESETS[name]
+    text = json.dumps(config.to_json())
+    assert RunConfig.from_json(json.loads(text)) == config
+
+
+@pytest.mark.parametrize("run", ["mlp", "cnn", "cnn-small"])
+def test_config_json_written_before_runconfig_reads_as_its_preset(run):
+    # these files were written by the dict-based config (an "augment" object, fewer keys)
+    old = json.loads((DOCS_RUNS / run / "config.json").read_text())
+    assert "augment" in old
+    assert RunConfig.from_json(old) == PRESETS[run]
+
+
+def test_an_old_seed_config_keeps_its_old_meaning():
+    # the seed preset's file had no batch_norm, augment or cycle_epochs key: all off
+    old = {"preset": "seed", "val_size": 5000, "seed": 0, "patience": None, "limit": None,
+           "checkpoint_every": None, "hidden": [10], "activation": "relu", "init": "uniform",
+           "dropout": 0.0, "optimizer": "adam", "lr": 3e-3, "weight_decay": 1e-4,
+           "schedule": "cosine", "warmup_epochs": 0, "epochs": 40, "batch_size": 256,
+           "label_smoothing": 0.0}  # fmt: skip
+    assert RunConfig.from_json(old) == PRESETS["seed"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"lr": 0}, "lr must be in (0, 10], got 0"),
+        ({"epochs": 2.5}, "epochs must be an integer, got 2.5"),
+        ({"batch_size": "256"}, "batch_size must be an integer, got '256'"),
+        ({"batch_size": True}, "batch_size must be an integer, got True"),
+        ({"dropout": 1.0}, "dropout must be in [0, 1), got 1.0"),
+        ({"hidden": (256, 0)}, "hidden must hold positive integers"),
+        ({"hidden": [256]}, "hidden must be a list of integers"),
+        ({"optimizer": "rmsprop"}, "optimizer must be one of sgd, adam, adamw, got 'rmsprop'"),
+        ({"flip": 1}, "flip must be true or false, got 1"),
+        ({"lr": float("nan")}, "lr must be a number, got nan"),
+        ({"arch": "cnn", "stages": ()}, "stages must name at least one stage"),
+        ({"cycle_epochs": None}, "cycle_epochs must be given for schedule restarts"),
+        ({"seed": -1}, "seed must be >= 0, got -1"),
+    ],
+)
+def test_validation_names_the_field_and_the_value(changes, message):
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        dataclasses.replace(PRESETS["mlp"], **changes)
+
+
+def test_a_new_schedule_brings_its_own_cycle_length():
+    assert replace(PRESETS["mlp"], schedule="cosine").cycle_epochs is None
+    assert replace(PRESETS["cnn"], schedule="restarts").cycle_epochs == 4
+    assert replace(PRESETS["cnn"], schedule="restarts", cycle_epochs=2).cycle_epochs == 2
+    with pytest.raises(ConfigError, match="cycle_epochs needs schedule restarts, not cosine"):
+        replace(PRESETS["mlp"], schedule="cosine", cycle_epochs=2)
+
+
+def test_config_json_must_be_complete_and_known():
+    complete = PRESETS["mlp"].to_json()
+    with pytest.raises(ConfigError, match=r"^batch_size is missing"):
+        RunConfig.from_json({k: v for k, v in complete.items() if k != "batch_size"})
+    with pytest.raises(ConfigError, match=r"^learning_rate is not a setting"):
+        RunConfig.from_json({**complete, "learning_rate": 0.1})
+    with pytest.raises(ConfigError, match="must be a JSON object"):
+        RunConfig.from_json([1, 2])
+
+
+def test_every_field_is_a_train_flag_with_help_and_default():
+    parser = build_parser()
+    train = next(
+        a for a in parser._subparsers._group_actions[0].choices.items() if a[0] == "train"
+    )[1]
+    flags = {opt: action for action in train._actions for opt in action.option_strings}
+    for f in dataclasses.fields(RunConfig):
+        if f.name == "preset":
+            continue
+        action = flags[f"--{f.name.replace('_', '-')}"]
+        assert f.metadata["help"] in action.help and "default: from --preset" in action.help
+
+
+def test_floats_given_as_integers_are_stored_as_floats():
+    config = replace(PRESETS["mlp"], weight_decay=0)
+    assert type(config.weight_decay) is float and config.to_json()["weight_decay"] == 0.0
