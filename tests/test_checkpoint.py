@@ -8,7 +8,9 @@ import pytest
 from fashionnet.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
+    export_safetensors,
     load_model,
+    load_model_with_metadata,
     read_checkpoint,
     save_checkpoint,
 )
@@ -141,9 +143,57 @@ def test_safetensors_export_loads_in_the_reference_reader(tmp_path, model, capsy
     assert json.loads(header["__metadata__"]["fashionnet_model"]) == model.config()
     safetensors_numpy = pytest.importorskip("safetensors.numpy")
     tensors = safetensors_numpy.load_file(str(tmp_path / "m.safetensors"))
-    assert set(tensors) == set(model.named_parameters())
-    for name, p in model.named_parameters().items():
-        np.testing.assert_array_equal(tensors[name], p.data)
+    assert set(tensors) == set(model.state_dict())
+    for name, array in model.state_dict().items():
+        np.testing.assert_array_equal(tensors[name], array)
+
+
+def test_a_safetensors_export_rebuilds_the_model_running_statistics_included(tmp_path, rng,
+                                                                            capsys):  # fmt: skip
+    from fashionnet.cli import main
+
+    model = mlp(16, [8], 3, rng=rng, batch_norm=True)
+    for _ in range(3):  # running statistics away from their start
+        model.forward(rng.normal(size=(16, 16)).astype(np.float32) + 2, training=True)
+    meta = {"class_names": ["a", "b", "c"], "image_shape": [4, 4], "input_scale": 1 / 255}
+    save_checkpoint(tmp_path / "m.npz", model, metadata=meta)
+    out = tmp_path / "m.safetensors"
+    assert main(["export", str(tmp_path / "m.npz"), "--format", "safetensors", str(out)]) == 0
+    loaded, loaded_meta = load_model_with_metadata(out)
+    x = rng.normal(size=(5, 16)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))
+    assert {k: loaded_meta[k] for k in meta} == meta
+    capsys.readouterr()
+    images = (x * 40 + 100).clip(0, 255).astype(np.uint8).reshape(5, 4, 4)
+    np.savez(tmp_path / "x.npz", x=images, y=np.zeros(5, np.int64))
+    assert main(["predict", str(out), str(tmp_path / "x.npz")]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 5
+
+
+@pytest.mark.parametrize("damage", ["header_too_long", "bad_offsets", "not_json", "other_model"])
+def test_a_damaged_safetensors_file_is_one_clear_error(damage, tmp_path, model):
+    export_safetensors(tmp_path / "m.safetensors", model)
+    raw = bytearray((tmp_path / "m.safetensors").read_bytes())
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    if damage == "header_too_long":
+        raw[:8] = (len(raw) * 2).to_bytes(8, "little")
+    elif damage == "not_json":
+        raw[9:12] = b"}}}"
+    else:
+        name = next(k for k in header if k != "__metadata__")
+        if damage == "bad_offsets":
+            header[name]["data_offsets"][1] += 10**9
+        else:
+            header["__metadata__"]["fashionnet_model"] = json.dumps(
+                mlp(5, [4], 2, rng=np.random.default_rng(0)).config()
+            )
+        head = json.dumps(header).encode()
+        head += b" " * (-len(head) % 8)
+        raw = bytearray(len(head).to_bytes(8, "little") + head + raw[8 + n :])
+    (tmp_path / "m.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match=r"m\.safetensors"):
+        load_model(tmp_path / "m.safetensors")
 
 
 def test_export_to_a_missing_folder_is_one_line(tmp_path, model, capsys):

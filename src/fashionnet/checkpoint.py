@@ -10,6 +10,7 @@ so no object array can be built and nothing in a file can run. Spec: docs/checkp
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
 from pathlib import Path
@@ -24,6 +25,7 @@ from .layers import Array
 from .model import Sequential
 
 FORMAT = "fashionnet-checkpoint"
+SAFETENSORS_FORMAT = "fashionnet-safetensors"
 FORMAT_VERSION = 1
 _MAX_METADATA_BYTES = 16 << 20
 _ALLOWED_DTYPES = {np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64)}
@@ -185,9 +187,18 @@ def load_model(path: str | os.PathLike[str]) -> Sequential:
 
 
 def load_model_with_metadata(path: str | os.PathLike[str]) -> tuple[Sequential, dict[str, Any]]:
-    """The model and its checkpoint's metadata (class names, image shape, metrics, config)."""
+    """The model and its file's metadata (class names, image shape, metrics, config), from a
+    checkpoint or a safetensors export (told apart by the first bytes)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(9)
+    except OSError:
+        magic = b""  # read_checkpoint names the problem
+    if len(magic) == 9 and magic[8:9] == b"{" and not magic.startswith(b"PK"):
+        return _read_safetensors(path)
     meta, arrays = read_checkpoint(path)
-    return _build_model(Path(path), meta, arrays), meta
+    return _build_model(path, meta, arrays), meta
 
 
 def _build_model(path: Path, meta: dict[str, Any], arrays: dict[str, Array]) -> Sequential:
@@ -224,21 +235,24 @@ def _build_model(path: Path, meta: dict[str, Any], arrays: dict[str, Array]) -> 
 
 
 def export_safetensors(
-    path: str | os.PathLike[str], model: Sequential, *, metadata: dict[str, str] | None = None
+    path: str | os.PathLike[str], model: Sequential, *, metadata: dict[str, Any] | None = None
 ) -> None:
-    """Weights only, in the safetensors layout other tools read: an 8-byte little-endian header
-    length, a JSON header {name: {dtype, shape, data_offsets}}, then the raw little-endian data.
-    The model config travels as the JSON string metadata["fashionnet_model"]."""
+    """Every tensor the model needs (parameters and BatchNorm's running statistics) in the
+    safetensors layout other tools read: an 8-byte little-endian header length, a JSON header
+    {name: {dtype, shape, data_offsets}}, then the raw little-endian data. The model config and
+    `metadata` (class names, image shape, input scale) travel as JSON strings in __metadata__,
+    so `load_model` rebuilds the model from the file alone."""
     dtypes = {np.dtype(np.float32): "F32", np.dtype(np.float64): "F64"}
-    header: dict[str, Any] = {
-        "__metadata__": {"fashionnet_model": json.dumps(model.config()), **(metadata or {})}
-    }
+    header: dict[str, Any] = {"__metadata__": {
+        "format": SAFETENSORS_FORMAT, "fashionnet_model": json.dumps(model.config()),
+        "fashionnet_metadata": json.dumps(metadata or {}),
+    }}  # fmt: skip
     blobs, offset = [], 0
-    for name, p in model.named_parameters().items():
-        blob = np.ascontiguousarray(p.data, dtype=p.data.dtype.newbyteorder("<")).tobytes()
+    for name, array in model.state_dict().items():
+        blob = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
         header[name] = {
-            "dtype": dtypes[p.data.dtype],
-            "shape": list(p.data.shape),
+            "dtype": dtypes[array.dtype],
+            "shape": list(array.shape),
             "data_offsets": [offset, offset + len(blob)],
         }
         blobs.append(blob)
@@ -250,3 +264,58 @@ def export_safetensors(
         f.write(head)
         for blob in blobs:
             f.write(blob)
+
+
+def _tensor_bytes(
+    spec: Any, shape: tuple[int, ...], data_size: int
+) -> tuple[np.dtype[Any], int, int] | None:
+    """(dtype, start, end) of a header entry when it agrees with the promised shape and lies
+    within the data; None otherwise."""
+    dtypes: dict[str, np.dtype[Any]] = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8")}
+    if not isinstance(spec, dict) or spec.get("dtype") not in dtypes:
+        return None
+    dtype, offsets = dtypes[spec["dtype"]], spec.get("data_offsets")
+    if spec.get("shape") != list(shape) or not (
+        isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
+    ):
+        return None
+    start, end = offsets
+    if not 0 <= start <= end <= data_size or end - start != math.prod(shape) * dtype.itemsize:
+        return None
+    return dtype, start, end
+
+
+def _read_safetensors(path: Path) -> tuple[Sequential, dict[str, Any]]:
+    """A fashionnet safetensors export: the header checked against the file's size and the
+    model config before any tensor is read."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        n = int.from_bytes(f.read(8), "little")
+        if n > min(_MAX_METADATA_BYTES, size - 8):
+            raise CheckpointError(f"{path}: safetensors header of {n} bytes does not fit the file")
+        try:
+            header = json.loads(f.read(n))
+            extra = header.pop("__metadata__")
+            config = json.loads(extra["fashionnet_model"])
+            meta = json.loads(extra.get("fashionnet_metadata", "{}"))
+            promised = Sequential.param_shapes(config)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CheckpointError(f"{path}: not a fashionnet safetensors export ({e})") from None
+        if set(header) != set(promised):
+            raise CheckpointError(
+                f"{path}: tensors {sorted(header)} do not match the config's {sorted(promised)}"
+            )
+        state = {}
+        for name, spec in header.items():
+            where = _tensor_bytes(spec, promised[name], size - 8 - n)
+            if where is None:
+                raise CheckpointError(f"{path}: tensor {name}: bad dtype, shape or offsets")
+            dtype, start, end = where
+            f.seek(8 + n + start)
+            state[name] = np.frombuffer(f.read(end - start), dtype).reshape(promised[name])
+    for name, array in state.items():
+        if not np.isfinite(array).all():
+            raise CheckpointError(f"{path}: {name} holds non-finite values")
+    model = Sequential.from_config(config, dtype=next(iter(state.values())).dtype.newbyteorder("="))
+    model.load_state_dict({k: v.astype(v.dtype.newbyteorder("=")) for k, v in state.items()})
+    return model, {**meta, "model": config}

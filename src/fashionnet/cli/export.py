@@ -35,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
         except ImportError:
             raise UsageError("--format onnx needs the onnx package: pip install onnx") from None
     else:
-        export_safetensors(args.out, model)
+        facts: dict[str, Any] = {
+            k: meta[k] for k in ("class_names", "image_shape", "input_scale") if k in meta
+        }
+        export_safetensors(args.out, model, metadata=facts)
     print(f"wrote {args.out} ({args.format}, {model.n_parameters():,} parameters)")
     return 0
