@@ -1,10 +1,11 @@
 """Layers: forward caches what backward needs; backward assigns (never adds) parameter gradients.
 
-core: the contract (every layer registers itself in Layer.registry), Linear, activations,
-Dropout, Flatten; norm: BatchNorm; conv: Conv2D and Reshape over NCHW batches; pool: pooling;
-residual: Residual blocks.
+core: the contract (every layer registers itself in Layer.registry), Linear, Dropout, Flatten;
+activations: ReLU, LeakyReLU, Tanh, Sigmoid; norm: BatchNorm; conv: Conv2D and Reshape over NCHW
+batches; pool: max and average pooling; residual: Residual blocks.
 """
 
+from .activations import LeakyReLU, ReLU, Sigmoid, Tanh
 from .conv import Conv2D, Reshape
 from .core import (
     INITS,
@@ -12,13 +13,9 @@ from .core import (
     Dropout,
     Flatten,
     Layer,
-    LeakyReLU,
     Linear,
     OnnxGraph,
     Parameter,
-    ReLU,
-    Sigmoid,
-    Tanh,
     array_namespace,
     build_layer,
     flat_buffers,

@@ -37,7 +37,7 @@ class Residual(Layer):
     ) -> Residual:
         """conv3x3 -> BatchNorm -> ReLU -> conv3x3 -> BatchNorm, plus the input (ResNet's basic
         block); a 1x1 convolution and BatchNorm on the shortcut when shapes change."""
-        from .core import ReLU
+        from .activations import ReLU
 
         body: list[Layer] = [
             Conv2D(in_channels, out_channels, 3, stride=stride, padding=1, bias=False, rng=rng,
