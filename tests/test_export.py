@@ -22,7 +22,7 @@ from fashionnet.layers import (
     Sigmoid,
     Tanh,
 )
-from fashionnet.model import Sequential, mlp
+from fashionnet.model import FlipAveraged, Sequential, mlp
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -67,9 +67,7 @@ def run_both(model, tmp_path, pixels):
 
 
 def make_flip_averaging_cnn(rng):
-    model = make_cnn(rng)
-    model.tta = "flip"
-    return model
+    return FlipAveraged(make_cnn(rng))
 
 
 @pytest.mark.parametrize(

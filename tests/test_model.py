@@ -103,14 +103,14 @@ def test_bad_activation_is_named(rng):
 def test_flip_averaging_predicts_the_mean_of_both_views(rng, tmp_path):
     from fashionnet.checkpoint import load_model, save_checkpoint
     from fashionnet.losses import softmax
-    from fashionnet.model import mirror
+    from fashionnet.model import FlipAveraged, mirror, model_from_config
     from fashionnet.train import evaluate
 
-    model = mlp(16, [8], 3, rng=rng)
-    model.tta = "flip"
+    net = mlp(16, [8], 3, rng=rng)
+    model = FlipAveraged(net)
     x = rng.normal(size=(5, 16)).astype(np.float32)
     np.testing.assert_array_equal(mirror(x)[0].reshape(4, 4), x[0].reshape(4, 4)[:, ::-1])
-    expected = (softmax(model.forward(x)) + softmax(model.forward(mirror(x)))) / 2
+    expected = (softmax(net.forward(x)) + softmax(net.forward(mirror(x)))) / 2
     np.testing.assert_allclose(model.predict_proba(x), expected, rtol=1e-6)
     np.testing.assert_array_equal(model.predict(x), expected.argmax(axis=1))
     y = np.array([0, 1, 2, 0, 1])
@@ -118,8 +118,18 @@ def test_flip_averaging_predicts_the_mean_of_both_views(rng, tmp_path):
     assert accuracy == (expected.argmax(axis=1) == y).mean()
     np.testing.assert_allclose(loss, -np.log(expected[np.arange(5), y]).mean(), rtol=1e-5)
     save_checkpoint(tmp_path / "m.npz", model)
-    assert load_model(tmp_path / "m.npz").tta == "flip"
+    loaded = load_model(tmp_path / "m.npz")
+    assert isinstance(loaded, FlipAveraged) and loaded.config() == model.config()
+    np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))
+    assert isinstance(load_model_from(net, tmp_path), Sequential)  # the wrapped model alone
     with pytest.raises(ValueError, match="tta must be one of flip"):
-        Sequential(model.layers, tta="rotate")
+        model_from_config({**net.config(), "tta": "rotate"})
     with pytest.raises(ValueError, match="square images"):
         mirror(np.zeros((2, 12), np.float32))
+
+
+def load_model_from(model, folder):
+    from fashionnet.checkpoint import load_model, save_checkpoint
+
+    save_checkpoint(folder / "plain.npz", model)
+    return load_model(folder / "plain.npz")

@@ -14,7 +14,7 @@ from .data import (
 )
 from .layers import Dropout, Flatten, LeakyReLU, Linear, Parameter, ReLU, Sigmoid, Tanh
 from .losses import softmax, softmax_cross_entropy
-from .model import Sequential, cnn, mlp
+from .model import FlipAveraged, Sequential, cnn, mlp
 from .optim import SGD, Adam, AdamW, make_optimizer
 from .schedules import make_schedule
 from .train import History, TrainingDiverged, evaluate, fit
@@ -29,6 +29,7 @@ __all__ = [
     "Dataset",
     "Dropout",
     "Flatten",
+    "FlipAveraged",
     "History",
     "LeakyReLU",
     "Linear",

@@ -22,7 +22,7 @@ from ._fsutil import atomic_write
 from ._version import __version__
 from .data import ZIP_ERRORS
 from .layers import Array
-from .model import Sequential
+from .model import Classifier, Sequential, model_from_config, unwrap
 
 FORMAT = "fashionnet-checkpoint"
 SAFETENSORS_FORMAT = "fashionnet-safetensors"
@@ -45,7 +45,7 @@ def _json_bytes(obj: Any) -> Array:
 
 def save_checkpoint(
     path: str | os.PathLike[str],
-    model: Sequential,
+    model: Classifier,
     *,
     metadata: dict[str, Any] | None = None,
     optimizer_state: dict[str, Any] | None = None,
@@ -53,8 +53,9 @@ def save_checkpoint(
 ) -> None:
     """Atomically write model weights, its config, optional optimiser state, metadata and any
     further named arrays (e.g. the training state's data order)."""
-    stored = {f"param.{name}": p.data for name, p in model.named_parameters().items()}
-    stored |= {f"buffer.{name}": b for name, b in model.named_buffers().items()}
+    net = unwrap(model)
+    stored = {f"param.{name}": p.data for name, p in net.named_parameters().items()}
+    stored |= {f"buffer.{name}": b for name, b in net.named_buffers().items()}
     meta: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -181,12 +182,12 @@ def _read_validated(zf: zipfile.ZipFile, path: Path) -> tuple[dict[str, Any], di
     return meta, arrays
 
 
-def load_model(path: str | os.PathLike[str]) -> Sequential:
+def load_model(path: str | os.PathLike[str]) -> Classifier:
     """A model ready for predict / predict_proba; needs nothing but numpy."""
     return load_model_with_metadata(path)[0]
 
 
-def load_model_with_metadata(path: str | os.PathLike[str]) -> tuple[Sequential, dict[str, Any]]:
+def load_model_with_metadata(path: str | os.PathLike[str]) -> tuple[Classifier, dict[str, Any]]:
     """The model and its file's metadata (class names, image shape, metrics, config), from a
     checkpoint or a safetensors export (told apart by the first bytes)."""
     path = Path(path)
@@ -201,7 +202,7 @@ def load_model_with_metadata(path: str | os.PathLike[str]) -> tuple[Sequential, 
     return _build_model(path, meta, arrays), meta
 
 
-def _build_model(path: Path, meta: dict[str, Any], arrays: dict[str, Array]) -> Sequential:
+def _build_model(path: Path, meta: dict[str, Any], arrays: dict[str, Array]) -> Classifier:
     stored = {
         k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(("param.", "buffer."))
     }
@@ -223,19 +224,20 @@ def _build_model(path: Path, meta: dict[str, Any], arrays: dict[str, Array]) -> 
         if not np.isfinite(w).all():
             raise CheckpointError(f"{path}: {name} holds non-finite values")
     try:
-        model = Sequential.from_config(meta["model"])
+        model = model_from_config(meta["model"])
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: model config cannot be rebuilt ({e})") from None
-    mine = model.state_dict()
+    mine = unwrap(model).state_dict()
     try:
-        model.load_state_dict({k: v.astype(mine[k].dtype, copy=False) for k, v in stored.items()})
+        state = {k: v.astype(mine[k].dtype, copy=False) for k, v in stored.items()}
+        unwrap(model).load_state_dict(state)
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
     return model
 
 
 def export_safetensors(
-    path: str | os.PathLike[str], model: Sequential, *, metadata: dict[str, Any] | None = None
+    path: str | os.PathLike[str], model: Classifier, *, metadata: dict[str, Any] | None = None
 ) -> None:
     """Every tensor the model needs (parameters and BatchNorm's running statistics) in the
     safetensors layout other tools read: an 8-byte little-endian header length, a JSON header
@@ -248,7 +250,7 @@ def export_safetensors(
         "fashionnet_metadata": json.dumps(metadata or {}),
     }}  # fmt: skip
     blobs, offset = [], 0
-    for name, array in model.state_dict().items():
+    for name, array in unwrap(model).state_dict().items():
         blob = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
         header[name] = {
             "dtype": dtypes[array.dtype],
@@ -285,7 +287,7 @@ def _tensor_bytes(
     return dtype, start, end
 
 
-def _read_safetensors(path: Path) -> tuple[Sequential, dict[str, Any]]:
+def _read_safetensors(path: Path) -> tuple[Classifier, dict[str, Any]]:
     """A fashionnet safetensors export: the header checked against the file's size and the
     model config before any tensor is read."""
     with open(path, "rb") as f:
@@ -316,6 +318,10 @@ def _read_safetensors(path: Path) -> tuple[Sequential, dict[str, Any]]:
     for name, array in state.items():
         if not np.isfinite(array).all():
             raise CheckpointError(f"{path}: {name} holds non-finite values")
-    model = Sequential.from_config(config, dtype=next(iter(state.values())).dtype.newbyteorder("="))
-    model.load_state_dict({k: v.astype(v.dtype.newbyteorder("=")) for k, v in state.items()})
+    dtype = next(iter(state.values())).dtype.newbyteorder("=")
+    try:
+        model = model_from_config(config, dtype=dtype)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: model config cannot be rebuilt ({e})") from None
+    unwrap(model).load_state_dict({k: v.astype(dtype) for k, v in state.items()})
     return model, {**meta, "model": config}

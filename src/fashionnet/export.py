@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 
 from ._fsutil import atomic_write
-from .model import Sequential
+from .model import Classifier, FlipAveraged, unwrap
 
 OPSET = 17
 
 
 def to_onnx(
-    model: Sequential, *, n_features: int, input_scale: float = 1 / 255, name: str = "fashionnet"
+    model: Classifier, *, n_features: int, input_scale: float = 1 / 255, name: str = "fashionnet"
 ) -> Any:
     """The model as an onnx.ModelProto with input 'pixels' and output 'probabilities'."""
     import onnx
@@ -42,7 +42,8 @@ def to_onnx(
     const, node = graph.const, graph.node
 
     x = node("Mul", ["pixels", const(np.array(input_scale, np.float32), "input_scale")], "scaled")
-    if model.tta == "flip":  # the mirror images go through as a second half of the batch
+    flip, net = isinstance(model, FlipAveraged), unwrap(model)
+    if flip:  # the mirror images go through as a second half of the batch
         side = round(n_features**0.5)
         square = node("Reshape", [x, const(np.array([0, side, side]), "tta.square")], "tta.sq")
         steps = [const(np.array([v]), f"tta.{k}") for k, v in
@@ -50,10 +51,10 @@ def to_onnx(
         mirrored = node("Slice", [square, *steps], "tta.mirrored")
         flat = node("Reshape", [mirrored, const(np.array([0, n_features]), "tta.flat")], "tta.m")
         x = node("Concat", [x, flat], "tta.both", axis=0)
-    for i, layer in enumerate(model.layers):
+    for i, layer in enumerate(net.layers):
         x = layer.to_onnx(graph, f"{i}", x)
-    if model.tta == "flip":
-        n_out = model.forward(np.zeros((1, n_features), np.float32)).shape[1]
+    if flip:
+        n_out = net.forward(np.zeros((1, n_features), np.float32)).shape[1]
         probs = node("Softmax", [x], "tta.probabilities", axis=1)
         pairs = node("Reshape", [probs, const(np.array([2, -1, n_out]), "tta.pairs")], "tta.p")
         node("ReduceMean", [pairs], "probabilities", axes=[0], keepdims=0)
@@ -75,7 +76,7 @@ def to_onnx(
 
 
 def export_onnx(
-    path: str | os.PathLike[str], model: Sequential, *, n_features: int, input_scale: float
+    path: str | os.PathLike[str], model: Classifier, *, n_features: int, input_scale: float
 ) -> None:
     """Write the model as an ONNX file, atomically."""
     proto = to_onnx(model, n_features=n_features, input_scale=input_scale)

@@ -31,24 +31,15 @@ from .losses import softmax
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
 # Inference batch: activations of 2048 images stay in cache, and below glibc's mmap threshold
-# most temporaries are reused rather than page-faulted in (10,000 test images: 37 ms in
-# batches of 2048 against 53 ms in batches of 8192 for 784-256-128-10, measured here).
+# most temporaries are reused rather than page-faulted in (sizes compared in BENCHMARKS.md).
 INFERENCE_BATCH = 2048
 
 
-TTA_MODES = ("flip",)
-
-
 class Sequential:
-    """Layers applied in order. With tta="flip" the model's predictions (predict_proba, predict,
-    evaluate, export) average the class probabilities of each square image and its mirror image;
-    training and forward() are unchanged."""
+    """Layers applied in order."""
 
-    def __init__(self, layers: Iterable[Layer], *, tta: str | None = None) -> None:
-        if tta is not None and tta not in TTA_MODES:
-            raise ValueError(f"tta must be one of {', '.join(TTA_MODES)} or None; got {tta!r}")
+    def __init__(self, layers: Iterable[Layer]) -> None:
         self.layers = list(layers)
-        self.tta = tta
         # every parameter and gradient becomes a view of one flat buffer, weight-decayed ones
         # first (an optimiser's weight decay is then one slice); layers keep working on views
         params = sorted(self.parameters(), key=lambda p: not p.decay)  # stable
@@ -128,28 +119,20 @@ class Sequential:
         xp = array_namespace(x)
         if len(x) == 0:
             raise ValueError("predict needs at least one sample")
-        parts = [self._proba(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        parts = [softmax(self.forward(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
         return parts[0] if len(parts) == 1 else xp.concatenate(parts)
-
-    def _proba(self, x: Array) -> Array:
-        probs = softmax(self.forward(x))
-        if self.tta == "flip":
-            probs += softmax(self.forward(mirror(x)))
-            probs *= probs.dtype.type(0.5)
-        return probs
 
     def predict(self, x: Array, *, batch_size: int = INFERENCE_BATCH) -> Array:
         """Predicted class indices (n,)."""
         xp = array_namespace(x)
         if len(x) == 0:
             raise ValueError("predict needs at least one sample")
-        scores = self._proba if self.tta else self.forward
-        parts = [scores(x[i : i + batch_size]).argmax(axis=1) for i in range(0, len(x), batch_size)]
+        parts = [self.forward(x[i : i + batch_size]).argmax(axis=1)  # logits rank as probs do
+                 for i in range(0, len(x), batch_size)]  # fmt: skip
         return xp.concatenate(parts)
 
     def config(self) -> dict[str, Any]:
-        layers = [layer.spec() for layer in self.layers]
-        return {"layers": layers} | ({"tta": self.tta} if self.tta else {})
+        return {"layers": [layer.spec() for layer in self.layers]}
 
     @staticmethod
     def param_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -169,9 +152,7 @@ class Sequential:
         dtype: Any = np.float32,
     ) -> Sequential:
         """Rebuild the architecture (weights freshly initialised from rng)."""
-        return cls(
-            (build_layer(spec, rng, dtype) for spec in config["layers"]), tta=config.get("tta")
-        )
+        return cls(build_layer(spec, rng, dtype) for spec in config["layers"])
 
     def summary(self, n_features: int) -> str:
         """Per layer its output shape and parameter count, then the totals, as Keras prints a
@@ -198,6 +179,51 @@ class Sequential:
     def __repr__(self) -> str:
         inner = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
         return f"Sequential({inner}\n)"
+
+
+class FlipAveraged:
+    """Test-time augmentation around a Sequential: class probabilities are the mean of each square
+    image's and its mirror image's. Training, weights and files are the wrapped model's; `fit`
+    trains `model` and measures validation through the wrapper."""
+
+    def __init__(self, model: Sequential) -> None:
+        self.model = model
+
+    def predict_proba(self, x: Array, *, batch_size: int = INFERENCE_BATCH) -> Array:
+        probs = self.model.predict_proba(x, batch_size=batch_size)
+        probs += self.model.predict_proba(mirror(x), batch_size=batch_size)
+        probs *= probs.dtype.type(0.5)
+        return probs
+
+    def predict(self, x: Array, *, batch_size: int = INFERENCE_BATCH) -> Array:
+        return self.predict_proba(x, batch_size=batch_size).argmax(axis=1)
+
+    def config(self) -> dict[str, Any]:
+        return {**self.model.config(), "tta": "flip"}
+
+    def __repr__(self) -> str:
+        return f"FlipAveraged({self.model!r})"
+
+
+# what predicts: a Sequential, or one wrapped for test-time augmentation
+Classifier = Sequential | FlipAveraged
+TTA_MODES = ("flip",)
+
+
+def unwrap(model: Classifier) -> Sequential:
+    """The Sequential that holds the layers and weights."""
+    return model.model if isinstance(model, FlipAveraged) else model
+
+
+def model_from_config(
+    config: dict[str, Any], *, rng: np.random.Generator | None = None, dtype: Any = np.float32
+) -> Classifier:
+    """A model's config() back to the model: the layers, wrapped when the config says "tta"."""
+    tta = config.get("tta")
+    if tta is not None and tta not in TTA_MODES:
+        raise ValueError(f"tta must be one of {', '.join(TTA_MODES)} or None; got {tta!r}")
+    model = Sequential.from_config(config, rng=rng, dtype=dtype)
+    return FlipAveraged(model) if tta == "flip" else model
 
 
 def mirror(x: Array) -> Array:

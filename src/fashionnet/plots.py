@@ -16,7 +16,7 @@ import numpy as np
 
 from ._fsutil import atomic_write
 from .layers import Conv2D, Linear
-from .model import Sequential
+from .model import Classifier, Sequential, unwrap
 
 
 def _pyplot() -> Any:
@@ -140,7 +140,7 @@ def confidence_histogram(probs: np.ndarray, labels: np.ndarray, path: Path) -> N
 
 def write_report(
     run_dir: Path,
-    model: Sequential,
+    model: Classifier,
     meta: dict[str, Any],
     images: np.ndarray,
     labels: np.ndarray,
@@ -176,7 +176,7 @@ def write_report(
     image_grid(images[shown], [f"{names[labels[i]]} {probs[i].max():.2f}" for i in shown],
                pictures["Correct examples per class"])  # fmt: skip
     pictures["First layer"] = out / "first_layer.png"
-    first_layer(model, shape, pictures["First layer"])
+    first_layer(unwrap(model), shape, pictures["First layer"])
     pictures["Confidence and calibration"] = out / "confidence.png"
     confidence_histogram(probs, labels, pictures["Confidence and calibration"])
     pictures = {k: v for k, v in pictures.items() if v.exists()}

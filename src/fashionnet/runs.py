@@ -23,7 +23,7 @@ from .checkpoint import NonFiniteError, read_checkpoint, save_checkpoint
 from .config import ConfigError, RunConfig
 from .data import Dataset, Split, load_fashion_mnist, to_float, train_val_split
 from .metrics import report
-from .model import Sequential, cnn, mlp
+from .model import Classifier, FlipAveraged, cnn, mlp, unwrap
 from .optim import Optimizer, make_optimizer
 from .schedules import Schedule, make_schedule
 from .train import History, TrainingDiverged, TrainState, evaluate, fit
@@ -37,8 +37,9 @@ class ResumeError(ValueError):
 
 def build_model(
     config: RunConfig, n_features: int, n_classes: int, rng: np.random.Generator
-) -> Sequential:
-    """The network `config` describes, its weights drawn from rng."""
+) -> Classifier:
+    """The network `config` describes, its weights drawn from rng (wrapped in FlipAveraged when
+    its predictions average each image and its mirror image)."""
     if config.arch == "cnn":
         side = round(n_features**0.5)
         if side * side != n_features:
@@ -50,18 +51,18 @@ def build_model(
             dropout=config.dropout, input_dropout=config.input_dropout,
             batch_norm=config.batch_norm, init=config.init,
         )  # fmt: skip
-    return Sequential(model.layers, tta=config.tta)
+    return FlipAveraged(model) if config.tta == "flip" else model
 
 
 def build_training(
     config: RunConfig, n_features: int, n_classes: int, n_train: int, rng: np.random.Generator
-) -> tuple[Sequential, Optimizer, Schedule]:
+) -> tuple[Classifier, Optimizer, Schedule]:
     """The model, its optimiser and the learning-rate schedule (in steps) `config` describes."""
     model = build_model(config, n_features, n_classes, rng)
     opt_args: dict[str, Any] = {"lr": config.lr, "weight_decay": config.weight_decay}
     if config.optimizer == "sgd":
         opt_args |= {"momentum": config.momentum, "nesterov": config.nesterov}
-    optimizer = make_optimizer(config.optimizer, model.parameters(), **opt_args)
+    optimizer = make_optimizer(config.optimizer, unwrap(model).parameters(), **opt_args)
     steps_per_epoch = -(-n_train // config.batch_size)
     schedule: dict[str, Any] = {"name": config.schedule, "lr": config.lr}
     if config.schedule != "constant":
@@ -82,7 +83,7 @@ def data_checksum(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def evaluate_test_set(model: Sequential, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+def evaluate_test_set(model: Classifier, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """Every test-set figure of a model: accuracy and loss as `train` reports them, top-2
     accuracy, per-class precision / recall / F1, the confusion matrix and the probabilities."""
     x = to_float(images)
@@ -97,7 +98,7 @@ def evaluate_test_set(model: Sequential, images: np.ndarray, labels: np.ndarray)
 class RunResult:
     """What a finished run holds: the model, its metrics, and the exact test split they are on."""
 
-    model: Sequential
+    model: Classifier
     metadata: dict[str, Any]  # as stored in model.npz: class names, image shape, config, metrics
     test: Split
     history: History
@@ -272,7 +273,7 @@ class Run:
             "stopped_early": history.stopped_early,
             "train_seconds": history.train_seconds,
             "test_seconds": time.perf_counter() - t0,
-            "n_parameters": model.n_parameters(),
+            "n_parameters": unwrap(model).n_parameters(),
             "train_size": len(train),
             "val_size": len(val),
             "test_size": len(test),
@@ -303,7 +304,7 @@ def _augment(config: RunConfig) -> dict[str, Any]:
 
 def _save_last(
     path: Path,
-    model: Sequential,
+    model: Classifier,
     optimizer: Optimizer,
     st: TrainState,
     rng: np.random.Generator,
@@ -324,7 +325,7 @@ def _save_last(
 
 
 def _load_last(
-    path: Path, model: Sequential, optimizer: Optimizer, rng: np.random.Generator, checksum: str
+    path: Path, model: Classifier, optimizer: Optimizer, rng: np.random.Generator, checksum: str
 ) -> TrainState:
     """Put model, optimizer and rng back as last.npz has them; return the training state."""
     meta, arrays = read_checkpoint(path)
@@ -333,7 +334,7 @@ def _load_last(
     stored = ("param.", "buffer.")
     state = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(stored)}
     try:
-        model.load_state_dict(state)
+        unwrap(model).load_state_dict(state)
     except ValueError as e:
         raise ResumeError(f"{path}: does not match the run's config ({e})") from None
     optim_arrays = {

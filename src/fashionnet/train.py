@@ -15,7 +15,7 @@ import numpy as np
 from .augment import Augment
 from .layers import Array
 from .losses import softmax_cross_entropy
-from .model import INFERENCE_BATCH, Sequential
+from .model import INFERENCE_BATCH, Classifier, Sequential, unwrap
 from .optim import Optimizer
 from .schedules import Schedule
 
@@ -96,9 +96,8 @@ def keep_freed_memory() -> bool:
     """Ask glibc to keep freed memory for reuse instead of handing it back to the OS.
 
     A training step allocates the same few hundred-kilobyte temporaries every time; by default
-    glibc returns them to the OS (mmap/trim) and the next step page-faults them back in, which
-    cost up to half of a BatchNorm layer's time here. Process-wide, idempotent; a no-op
-    without glibc.
+    glibc returns them to the OS (mmap/trim) and the next step page-faults them back in
+    (BENCHMARKS.md: what that cost). Process-wide, idempotent; a no-op without glibc.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -111,14 +110,14 @@ def keep_freed_memory() -> bool:
 
 
 def evaluate(
-    model: Sequential, x: Array, y: Array, *, batch_size: int = INFERENCE_BATCH
+    model: Classifier, x: Array, y: Array, *, batch_size: int = INFERENCE_BATCH
 ) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of model on (x, y), in inference mode (with the model's
-    test-time averaging, if any)."""
+    """(mean cross-entropy, accuracy) of model on (x, y), in inference mode (through the test-time
+    averaging of a FlipAveraged model)."""
     total_loss, correct = 0.0, 0
     for start in range(0, len(x), batch_size):
         labels = y[start : start + batch_size]
-        if model.tta:
+        if not isinstance(model, Sequential):
             probs = model.predict_proba(x[start : start + batch_size])
             picked = probs[np.arange(len(labels)), labels]
             loss = float(-np.log(np.maximum(picked, np.finfo(probs.dtype).tiny)).mean())
@@ -131,7 +130,7 @@ def evaluate(
 
 
 def fit(
-    model: Sequential,
+    model: Classifier,
     optimizer: Optimizer,
     train: tuple[Array, Array],
     *,
@@ -156,7 +155,8 @@ def fit(
     without improvement stop training, and `restore_best` puts the best weights back at the end.
     `augment` transforms each training batch with `rng`. Pass a `state` (with the rng, model and
     optimizer restored alongside it) to continue an interrupted run exactly where it stopped.
-    `progress`: a tqdm bar (None: only on a terminal).
+    `progress`: a tqdm bar (None: only on a terminal). A FlipAveraged model trains its
+    Sequential and is validated with the averaging.
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
@@ -169,7 +169,7 @@ def fit(
         epoch, t0 = st.epoch + 1, time.perf_counter()
         bar.start(epoch, st.seen)
         finished = train_epoch(
-            model, optimizer, train, st, batch_size=batch_size, rng=rng, schedule=schedule,
+            unwrap(model), optimizer, train, st, batch_size=batch_size, rng=rng, schedule=schedule,
             label_smoothing=label_smoothing, augment=augment,
             step_callbacks=[bar.update, *step_callbacks],
         )  # fmt: skip
@@ -187,7 +187,7 @@ def fit(
     history.interrupted = history.interrupted or st.stop_requested is not None
     history.train_seconds = time.perf_counter() - start_time
     if st.best_weights is not None and not history.interrupted:
-        _restore(st.best_weights, model)
+        _restore(st.best_weights, unwrap(model))
     return history
 
 
@@ -260,7 +260,7 @@ class ProgressBar:
 
 def _finish_epoch(
     st: TrainState,
-    model: Sequential,
+    model: Classifier,
     optimizer: Optimizer,
     val: tuple[Array, Array] | None,
     restore_best: bool,
@@ -282,7 +282,7 @@ def _finish_epoch(
     if record["val_loss"] < st.best_val_loss:
         st.best_val_loss, st.history.best_epoch = record["val_loss"], epoch
         if restore_best:
-            st.best_weights = _snapshot(model)
+            st.best_weights = _snapshot(unwrap(model))
     return record
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..checkpoint import load_model_with_metadata
 from ..data import Dataset, load_fashion_mnist
-from ..model import Sequential
+from ..model import Classifier
 
 
 class UsageError(Exception):
@@ -41,7 +41,7 @@ def model_path(path: Path) -> Path:
     return path / "model.npz" if path.is_dir() else path
 
 
-def load_model(path: Path) -> tuple[Sequential, dict[str, Any]]:
+def load_model(path: Path) -> tuple[Classifier, dict[str, Any]]:
     return load_model_with_metadata(model_path(path))
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..checkpoint import export_safetensors
+from ..model import unwrap
 from ._common import MODEL_HELP, UsageError, load_model
 
 
@@ -39,5 +40,5 @@ def run(args: argparse.Namespace) -> int:
             k: meta[k] for k in ("class_names", "image_shape", "input_scale") if k in meta
         }
         export_safetensors(args.out, model, metadata=facts)
-    print(f"wrote {args.out} ({args.format}, {model.n_parameters():,} parameters)")
+    print(f"wrote {args.out} ({args.format}, {unwrap(model).n_parameters():,} parameters)")
     return 0

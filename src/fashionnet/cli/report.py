@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..model import Sequential
+from ..model import Classifier
 from ..runs import evaluate_test_set, recorded_data
 from ._common import DATA_HELP, UsageError, load_data, load_model, positive_int
 
@@ -22,7 +22,7 @@ def add_parser(sub: Any) -> None:
 
 
 def write(
-    run: Path, model: Sequential, meta: dict[str, Any], images: np.ndarray, labels: np.ndarray,
+    run: Path, model: Classifier, meta: dict[str, Any], images: np.ndarray, labels: np.ndarray,
     *, quiet: bool = False,
 ) -> None:  # fmt: skip
     """Draw the report of `model` on exactly these test images into RUN/report/."""

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..model import unwrap
 from ._common import MODEL_HELP, load_model
 
 
@@ -18,5 +19,5 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     model, meta = load_model(args.model)
     shape = [int(d) for d in meta.get("image_shape", (28, 28))]
-    print(model.summary(math.prod(shape)))
+    print(unwrap(model).summary(math.prod(shape)))
     return 0

@@ -219,8 +219,7 @@ def _csv_split(
 
 
 # the fast CSV parser works through blocks of about this many bytes (whole rows), so its
-# temporaries stay in cache rather than being page-faulted in (60,000 Kaggle rows, one thread:
-# 4.3 s in one piece, 0.5-1.5 s in 256 KiB blocks on this noisy machine)
+# temporaries stay in cache rather than being page-faulted in (BENCHMARKS.md)
 CSV_BLOCK_BYTES = 1 << 18
 
 

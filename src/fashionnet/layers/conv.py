@@ -20,9 +20,7 @@ import numpy as np
 from .core import Array, Layer, OnnxGraph, Parameter, _cached, array_namespace, init_weight
 
 # im2col columns are built for as many images at a time as fit in this many bytes, so they are
-# written, multiplied and discarded while still in cache (a 32-to-32-channel 3x3 convolution of
-# 128 28x28 images, forward + backward: 283 ms in one piece, 124 ms in pieces of 2 MiB; 0.5, 1,
-# 3, 4 and 8 MiB were all slower, measured here)
+# written, multiplied and discarded while still in cache (chunk sizes compared in BENCHMARKS.md)
 CHUNK_BYTES = 1 << 21
 
 

@@ -45,7 +45,7 @@ class MaxPool2D(_Pool2D):
 
     2x2 windows with stride 2 (the common case) take two passes over whole rows rather than four
     over single channel vectors: the larger of each horizontal pair, then of each vertical pair
-    of those, keeping which side won for backward (6x faster here).
+    of those, keeping which side won for backward (BENCHMARKS.md: what it saves).
     """
 
     _argmax: Array | None = None
