@@ -3,7 +3,9 @@
 A run is `replace(PRESETS[name], **overrides)`. Every field is checked where it is made (one
 `validate`, which names the field and the value), written to config.json, read back by `from_json`
 (older config.json files included), and offered by `fashionnet train` as a flag of the same name:
-adding a setting means adding a field here and using it where it applies.
+adding a setting means adding a field here and using it where it applies. A field added after
+the first RunConfig says since=N (one more than the highest so far): config.json files written
+before it lack the key, and mean the field's default, which must be what those runs did.
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ class ConfigError(ValueError):
 
 
 def _field(default: Any, help: str, *, lo: float | None = None, hi: float | None = None,
-           lo_open: bool = False, hi_open: bool = False) -> Any:  # fmt: skip
-    """A config field: its default, one line of help, and its allowed range (numbers)."""
-    meta = {"help": help, "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open}
+           lo_open: bool = False, hi_open: bool = False, since: int = 1) -> Any:  # fmt: skip
+    """A config field: its default, one line of help, its allowed range (numbers), and the
+    config version that introduced it."""
+    meta = {"help": help, "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open,
+            "since": since}  # fmt: skip
     return field(default=default, metadata=meta)  # tuples are immutable: plain defaults
 
 
@@ -66,6 +70,8 @@ class RunConfig:
                                  hi_open=True)  # fmt: skip
     momentum: float = _field(0.9, "sgd: momentum", lo=0, hi=1, hi_open=True)
     nesterov: bool = _field(True, "sgd: Nesterov momentum")
+    beta2: float = _field(0.999, "adam, adamw: decay of the squared-gradient average", lo=0,
+                          hi=1, hi_open=True, since=2)  # fmt: skip
     schedule: str = _field("restarts", "restarts: cosine cycles, each twice as long as the last")
     warmup_epochs: int = _field(0, "epochs of linear warmup", lo=0)
     cycle_epochs: int | None = _field(4, "restarts: the first cycle's length in epochs", lo=1)
@@ -125,6 +131,8 @@ class RunConfig:
         unknown = sorted(set(obj) - set(names))
         if unknown:
             raise ConfigError(unknown[0], "is not a setting of fashionnet train")
+        later = {f.name: f.default for f in dataclasses.fields(cls) if f.metadata["since"] > 1}
+        obj = {**later, **obj}  # files from before a field was added mean its default
         missing = [n for n in names if n not in obj]
         if missing:
             raise ConfigError(missing[0], "is missing")

@@ -62,6 +62,8 @@ def build_training(
     opt_args: dict[str, Any] = {"lr": config.lr, "weight_decay": config.weight_decay}
     if config.optimizer == "sgd":
         opt_args |= {"momentum": config.momentum, "nesterov": config.nesterov}
+    else:
+        opt_args["beta2"] = config.beta2
     optimizer = make_optimizer(config.optimizer, unwrap(model).parameters(), **opt_args)
     steps_per_epoch = -(-n_train // config.batch_size)
     schedule: dict[str, Any] = {"name": config.schedule, "lr": config.lr}

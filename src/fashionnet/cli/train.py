@@ -35,6 +35,8 @@ def _flag(name: str) -> str:
 
 def _show(value: Any) -> str:
     """A setting as it is typed on the command line."""
+    if value == ():
+        return "none"
     if isinstance(value, tuple):
         nested = any(isinstance(v, tuple) for v in value)
         return (
