@@ -20,7 +20,7 @@ from ..config import (
     base_type,
     check_field,
     preset,
-)  # fmt: skip
+)
 from ..runs import Run
 from ..train import TrainState
 from ._common import UsageError, load_data
@@ -35,22 +35,25 @@ def _flag(name: str) -> str:
 
 def _show(value: Any) -> str:
     """A setting as it is typed on the command line."""
-    if value == ():
+    if value is None or value == ():
         return "none"
-    if isinstance(value, tuple):
-        nested = any(isinstance(v, tuple) for v in value)
-        return (
-            "/".join(",".join(map(str, v)) for v in value) if nested else ",".join(map(str, value))
-        )
-    return (
-        "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-    )
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple) and any(isinstance(v, tuple) for v in value):  # stages
+        return "/".join(",".join(map(str, stage)) for stage in value)
+    if isinstance(value, tuple):  # widths
+        return ",".join(map(str, value))
+    return str(value)
 
 
 def _parser(name: str) -> Any:
     """text -> the field's value, checked as RunConfig checks it (one rule, one message)."""
     kind = FIELD_TYPES[name]
     base = base_type(kind)
+    widths = base not in (int, float, str) and typing.get_args(base)[0] is int
+    expected = {int: "an integer", float: "a number", str: "a name"}.get(base) or (
+        "sizes like 256,128" if widths else "stages like 32/64,64"
+    )
 
     def parse(text: str) -> Any:
         try:
@@ -62,12 +65,12 @@ def _parser(name: str) -> Any:
                 value = float(text)
             elif base is str:
                 value = text
-            elif typing.get_args(base)[0] is int:  # widths: 256,128
+            elif widths:  # 256,128
                 value = tuple(int(v) for v in text.split(","))
             else:  # stages: 32/64,64/128
                 value = tuple(tuple(int(v) for v in stage.split(",")) for stage in text.split("/"))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {base.__name__}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
         try:
             check_field(name, value)
         except ConfigError as e:
@@ -131,7 +134,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
             if f.name not in NOT_FLAGS and hasattr(args, f.name)}  # fmt: skip
 
 
-def _stop_on_signals(run: Run, state: TrainState) -> None:
+def _stop_on_signals(state: TrainState) -> None:
     """SIGINT / SIGTERM: finish the current step, then save and stop. A second one aborts."""
 
     def handler(signum: int, frame: object) -> None:
@@ -169,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     data = load_data(config.data)
 
     def on_start(started: Run, state: TrainState) -> None:
-        _stop_on_signals(started, state)
+        _stop_on_signals(state)
         if not args.quiet:
             verb = "resuming" if args.resume else f"fashionnet train --preset {config.preset}:"
             print(f"{verb} data {data.source}, run folder {started.folder}", flush=True)
