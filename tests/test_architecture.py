@@ -15,7 +15,7 @@ RANKS = {
     "optim": 3,
     "model": 4,
     "train": 5, "checkpoint": 5,
-    "export": 6, "plots": 6, "sklearn": 6,
+    "export": 6, "plots": 6, "sklearn": 6, "resume": 6,
     "runs": 7,
     "cli": 8,
     "__init__": 9, "__main__": 9,

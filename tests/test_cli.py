@@ -11,6 +11,7 @@ from fashionnet.cli import main
 
 RUN_FILES = {
     "model.npz", "metrics.json", "history.jsonl", "config.json", "last.npz", "best.npz", "report",
+    ".fashionnet.lock",  # the lock a run holds while it trains (flock), left in place
 }  # fmt: skip
 
 

@@ -1,4 +1,5 @@
-"""Writing files in one place: atomic file and folder writes, and the user's cache folder.
+"""Files in one place: atomic file and folder writes, reading only regular files, a folder's
+lock, and the user's cache folder.
 
 Temporary names carry a mark only fashionnet uses (.NAME.fashionnet-XXXXXX.tmp), so cleaning up
 after a killed write removes fashionnet's own leftovers and never a user's file. Imports nothing
@@ -7,8 +8,10 @@ of fashionnet: every module, data/ included, may use it.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,7 +51,7 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     the umask), not mkstemp's 0600.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", suffix=".tmp", dir=path.parent)
+    fd, tmp = _mkstemp(path)
     try:
         os.chmod(tmp, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
@@ -62,11 +65,22 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     _fsync_folder(path.parent)
 
 
+def _mkstemp(path: Path) -> tuple[int, str]:
+    """mkstemp beside `path`; its errors (no such folder, read-only, full) name `path`."""
+    try:
+        return tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise type(e)(e.errno, e.strerror, str(path)) from None
+
+
 @contextmanager
 def atomic_folder(out: Path) -> Iterator[Path]:
     """A temp folder beside `out` to fill; renamed to `out` when the block ends without error,
     removed with everything in it otherwise. `out` must not exist yet."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{TMP_MARK}", suffix=".tmp", dir=out.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{TMP_MARK}", suffix=".tmp", dir=out.parent))
+    except OSError as e:
+        raise type(e)(e.errno, e.strerror, str(out)) from None
     try:
         yield tmp
         tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700
@@ -80,3 +94,45 @@ def atomic_folder(out: Path) -> Iterator[Path]:
 def stale_temp_files(folder: Path) -> list[Path]:
     """Temp files a killed fashionnet write left in `folder` (and nothing else)."""
     return sorted(folder.glob(f".*{TMP_MARK}*.tmp"))
+
+
+class NotARegularFile(OSError):
+    """A FIFO, device, socket or folder where a file was expected."""
+
+
+def open_regular(path: str | os.PathLike[str]) -> IO[bytes]:
+    """Open a regular file for reading. Anything else is refused before a byte is read and
+    without waiting: a FIFO would block until a writer came, a link to /dev/zero would never
+    end. The check is on the opened file itself (fstat), so nothing can swap the path between."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kinds = {stat.S_ISDIR: "a folder", stat.S_ISFIFO: "a FIFO", stat.S_ISCHR: "a device",
+                     stat.S_ISBLK: "a device"}  # fmt: skip
+            kind = next((k for test, k in kinds.items() if test(mode)), "a socket")
+            raise NotARegularFile(errno.EINVAL, f"is {kind}, not a regular file", os.fspath(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class FolderLocked(OSError):
+    """Another process holds the folder's lock."""
+
+
+def lock_folder(folder: Path) -> int:
+    """An exclusive lock on `folder` (flock on its .fashionnet.lock file), held until the
+    returned descriptor is closed or the process ends, however it ends. FolderLocked when
+    another process holds it."""
+    import fcntl  # POSIX only, like the run folders' other guarantees
+
+    fd = os.open(folder / ".fashionnet.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise FolderLocked(errno.EBUSY, "in use by another fashionnet run", str(folder)) from None
+    return fd

@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from ._fsutil import atomic_write
+from ._fsutil import NotARegularFile, atomic_write, open_regular
 from ._version import __version__
 from .data import ZIP_ERRORS
 from .layers import Array
@@ -122,16 +122,21 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory, expected a .npz checkpoint file")
     try:
-        zf = zipfile.ZipFile(path)
+        f = open_regular(path)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
-    except (*ZIP_ERRORS, ValueError) as e:
-        raise CheckpointError(f"{path}: not a fashionnet checkpoint ({e})") from None
-    with zf:
+    except NotARegularFile as e:
+        raise CheckpointError(f"{path}: {e.strerror}") from None
+    with f:
         try:
-            return _read_validated(zf, path)
-        except ZIP_ERRORS as e:
-            raise CheckpointError(f"{path}: corrupt checkpoint ({e})") from None
+            zf = zipfile.ZipFile(f)
+        except (*ZIP_ERRORS, ValueError) as e:
+            raise CheckpointError(f"{path}: not a fashionnet checkpoint ({e})") from None
+        with zf:
+            try:
+                return _read_validated(zf, path)
+            except ZIP_ERRORS as e:
+                raise CheckpointError(f"{path}: corrupt checkpoint ({e})") from None
 
 
 def _read_validated(zf: zipfile.ZipFile, path: Path) -> tuple[dict[str, Any], dict[str, Array]]:
@@ -192,7 +197,7 @@ def load_model_with_metadata(path: str | os.PathLike[str]) -> tuple[Classifier, 
     checkpoint or a safetensors export (told apart by the first bytes)."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             magic = f.read(9)
     except OSError:
         magic = b""  # read_checkpoint names the problem
@@ -290,7 +295,7 @@ def _tensor_bytes(
 def _read_safetensors(path: Path) -> tuple[Classifier, dict[str, Any]]:
     """A fashionnet safetensors export: the header checked against the file's size and the
     model config before any tensor is read."""
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         size = os.fstat(f.fileno()).st_size
         n = int.from_bytes(f.read(8), "little")
         if n > min(_MAX_METADATA_BYTES, size - 8):

@@ -138,6 +138,28 @@ def confidence_histogram(probs: np.ndarray, labels: np.ndarray, path: Path) -> N
     plt.close(fig)
 
 
+def _read_history(path: Path) -> list[dict[str, Any]]:
+    """history.jsonl's epoch records, or one error naming the file and the line."""
+    records: list[dict[str, Any]] = []
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        try:
+            record = json.loads(line) if line.strip() else None
+        except (ValueError, RecursionError) as e:
+            raise ValueError(f"{path}: line {n}: not an epoch record ({e})") from None
+        if record is None:
+            continue
+        needed = ["epoch", "train_loss", "train_accuracy"]
+        if records and "val_loss" in records[0]:
+            needed += ["val_loss", "val_accuracy"]
+        if not isinstance(record, dict) or not all(
+            isinstance(record.get(k), int | float) and not isinstance(record.get(k), bool)
+            for k in needed
+        ):
+            raise ValueError(f"{path}: line {n}: not an epoch record (needs {', '.join(needed)})")
+        records.append(record)
+    return records
+
+
 def write_report(
     run_dir: Path,
     model: Classifier,
@@ -156,7 +178,7 @@ def write_report(
     pictures: dict[str, Path] = {}
     history_file = run_dir / "history.jsonl"
     if history_file.exists():
-        history = [json.loads(line) for line in history_file.read_text().splitlines() if line]
+        history = _read_history(history_file)
         if history:
             pictures["Learning curves"] = out / "learning_curves.png"
             best = int(meta.get("metrics", {}).get("best_epoch", history[-1]["epoch"]))

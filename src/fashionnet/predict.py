@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from .data import DataError, read_idx, read_npz
-from .data.formats import IMAGE_SUFFIXES, parse_csv
+from .data.formats import _read_bytes, parse_csv
+from .data.image_folders import IMAGE_SUFFIXES
 
 IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"RIFF")
 
@@ -70,12 +71,12 @@ def load_inputs(
         suffix = path.suffix.lower()
         if suffix in IMAGE_SUFFIXES:
             names.append(str(path))
-            images.append(prepare_image(path.read_bytes(), str(path), image_shape)[None])
+            images.append(prepare_image(_read_bytes(path), str(path), image_shape)[None])
             continue
         if suffix == ".npz":
             batch = read_npz(path).images
         elif suffix == ".csv":
-            batch = _csv_images(path.read_bytes(), str(path), n_pixels)
+            batch = _csv_images(_read_bytes(path), str(path), n_pixels)
         elif "idx3" in path.name or suffix in (".idx", ".gz", ".ubyte"):
             batch = read_idx(path)
         else:

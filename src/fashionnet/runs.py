@@ -7,8 +7,9 @@ model.npz and metrics.json, which record the data the run was trained and tested
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,22 +18,20 @@ from typing import Any
 
 import numpy as np
 
-from ._fsutil import atomic_write, stale_temp_files
+from ._fsutil import atomic_write, lock_folder, open_regular, stale_temp_files
 from .augment import make_augment
-from .checkpoint import NonFiniteError, read_checkpoint, save_checkpoint
+from .checkpoint import save_checkpoint
 from .config import ConfigError, RunConfig
 from .data import Dataset, Split, load_fashion_mnist, to_float, train_val_split
 from .metrics import report
 from .model import Classifier, FlipAveraged, cnn, mlp, unwrap
 from .optim import Optimizer, make_optimizer
+from .resume import ResumeError, data_checksum, load_last, save_last
 from .schedules import Schedule, make_schedule
-from .train import History, TrainingDiverged, TrainState, evaluate, fit
+from .train import History, TrainState, evaluate, fit, quiet_floats
 
 RUNS_ROOT = Path("runs")
-
-
-class ResumeError(ValueError):
-    """A run folder cannot be resumed (no config, a different dataset, a damaged checkpoint)."""
+MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few hundred bytes
 
 
 def build_model(
@@ -77,14 +76,6 @@ def build_training(
     return model, optimizer, make_schedule(schedule)
 
 
-def data_checksum(*arrays: np.ndarray) -> str:
-    """A short content hash of the training data, stored in checkpoints and checked on resume."""
-    h = hashlib.blake2b(digest_size=16)
-    for a in arrays:
-        h.update(np.ascontiguousarray(a).data)
-    return h.hexdigest()
-
-
 def evaluate_test_set(model: Classifier, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """Every test-set figure of a model: accuracy and loss as `train` reports them, top-2
     accuracy, per-class precision / recall / F1, the confusion matrix and the probabilities."""
@@ -125,18 +116,25 @@ class Run:
             raise ResumeError(f"{folder}: holds a run already; continue it with --resume {folder}")
         if folder is not None and folder.exists() and not folder.is_dir():
             raise ResumeError(f"{folder}: exists and is not a folder")
-        self._resume = False
+        self._resume, self._made = False, False
+        self._lock: int | None = None  # the folder's lock while training
 
     @classmethod
     def open(cls, folder: Path) -> Run:
         """The run in `folder`, to resume it."""
         path = folder / "config.json"
         try:
-            obj = json.loads(path.read_text())
+            with open_regular(path) as f:
+                raw = f.read(MAX_CONFIG_BYTES + 1)
+            if len(raw) > MAX_CONFIG_BYTES:
+                raise ResumeError(f"{path}: over {MAX_CONFIG_BYTES} bytes, not a run configuration")
+            obj = json.loads(raw)
         except FileNotFoundError:
             raise ResumeError(f"{folder}: no config.json, not a fashionnet run folder") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-            raise ResumeError(f"{path}: cannot read ({e})") from None
+            raise ResumeError(
+                f"{path}: cannot read ({getattr(e, 'strerror', None) or e})"
+            ) from None
         try:
             config = RunConfig.from_json(obj)
         except ConfigError as e:
@@ -151,12 +149,15 @@ class Run:
             raise RuntimeError("a new run's folder is made when it starts training")
         return self._folder
 
-    def _make_folder(self) -> None:
-        """Create the folder; a default name taken by another run gets a suffix (mkdir is atomic,
-        so two runs started in the same second still get two folders)."""
+    def _make_folder(self) -> bool:
+        """Create the folder (True) or take the one there (False); a default name taken by
+        another run gets a suffix (mkdir is atomic, so two runs started in the same second
+        still get two folders)."""
         if self._folder is not None:
-            self._folder.mkdir(parents=True, exist_ok=True)
-            return
+            if self._folder.is_dir():
+                return False
+            self._folder.mkdir(parents=True)
+            return True
         RUNS_ROOT.mkdir(parents=True, exist_ok=True)
         name = f"{time.strftime('%Y%m%d-%H%M%S')}-{self.config.preset}"
         for n in range(1, 10_000):
@@ -166,7 +167,7 @@ class Run:
             except FileExistsError:
                 continue
             self._folder = folder
-            return
+            return True
         raise ResumeError(f"{RUNS_ROOT}: no free run folder name for {name}")
 
     def _write_json(self, name: str, obj: Any) -> None:
@@ -185,8 +186,41 @@ class Run:
 
         `on_start` gets the run (its folder now made) and the training state before the first
         step, to set `stop_requested` from a signal handler: a stopped run saves last.npz and
-        returns with `interrupted` set.
+        returns with `interrupted` set. The folder is locked while this runs: a second run on
+        it is refused (FolderLocked). A run that fails before training starts removes what it
+        made (the folder, or its config.json in a folder that was there).
         """
+        try:
+            return self._train(data, on_start, on_epoch, progress)
+        finally:
+            if self._lock is not None:
+                os.close(self._lock)
+                self._lock = None
+
+    def _take_folder(self) -> None:
+        """Make (or take) the folder and lock it; a folder this run made goes if that fails."""
+        self._made = self._make_folder()
+        try:
+            self._lock = lock_folder(self.folder)
+        except BaseException:
+            self._undo()
+            raise
+
+    def _undo(self) -> None:
+        """Remove what this run made before training started."""
+        if self._made:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        elif not self._resume:
+            (self.folder / "config.json").unlink(missing_ok=True)
+
+    @quiet_floats
+    def _train(
+        self,
+        data: Dataset | None,
+        on_start: Callable[[Run, TrainState], None] | None,
+        on_epoch: Callable[[dict[str, Any]], None] | None,
+        progress: bool | None,
+    ) -> RunResult:
         config = self.config
         data = data if data is not None else load_fashion_mnist(config.data)
         train, test = data.train, data.test
@@ -206,15 +240,19 @@ class Run:
         model, optimizer, schedule = build_training(
             config, x.shape[1], len(data.class_names), len(x), rng
         )
-        self._make_folder()
+        self._take_folder()
         last = self.folder / "last.npz"
-        for stale in stale_temp_files(self.folder):  # left by a save that was killed half-way
-            stale.unlink()
-        state = TrainState()
-        if self._resume and last.exists():
-            state = _load_last(last, model, optimizer, rng, checksum)
-        elif not self._resume:
-            self._write_json("config.json", config.to_json())
+        try:
+            for stale in stale_temp_files(self.folder):  # left by a save killed half-way
+                stale.unlink()
+            state = TrainState()
+            if self._resume and last.exists():
+                state = load_last(last, model, optimizer, rng, checksum)
+            elif not self._resume:
+                self._write_json("config.json", config.to_json())
+        except BaseException:
+            self._undo()
+            raise
         metadata: dict[str, Any] = {
             "class_names": list(data.class_names),
             "image_shape": list(train.images.shape[1:]),
@@ -222,10 +260,10 @@ class Run:
             "config": config.to_json(),
         }
 
-        def save_last(st: TrainState) -> None:
+        def save_resume_point(st: TrainState) -> None:
             run_meta = {"config": config.to_json(), "data_checksum": checksum,
                         "step": optimizer.steps}  # fmt: skip
-            _save_last(last, model, optimizer, st, rng, run_meta)
+            save_last(last, model, optimizer, st, rng, run_meta)
 
         def end_of_epoch(record: dict[str, Any]) -> None:
             lines = [json.dumps(r) for r in state.history.epochs]
@@ -235,13 +273,13 @@ class Run:
                 save_checkpoint(self.folder / "best.npz", model,
                                 metadata={**metadata, "epoch": record["epoch"]})  # fmt: skip
             state.history.train_seconds = time.perf_counter() - started
-            save_last(state)
+            save_resume_point(state)
             if on_epoch is not None:
                 on_epoch(record)
 
         def every_n_steps(st: TrainState) -> None:
             if config.checkpoint_every and optimizer.steps % config.checkpoint_every == 0:
-                save_last(st)
+                save_resume_point(st)
 
         if on_start is not None:
             on_start(self, state)
@@ -257,7 +295,7 @@ class Run:
             progress=progress,
         )  # fmt: skip
         if history.interrupted:
-            save_last(state)
+            save_resume_point(state)
             return RunResult(model, metadata, test, history, interrupted=state.stop_requested,
                              epoch=state.epoch + 1, step=optimizer.steps)  # fmt: skip
         t0 = time.perf_counter()
@@ -302,52 +340,6 @@ def recorded_data(metadata: dict[str, Any]) -> tuple[str | None, int | None]:
 
 def _augment(config: RunConfig) -> dict[str, Any]:
     return {"flip": config.flip, "shift": config.shift, "erase": config.erase}
-
-
-def _save_last(
-    path: Path,
-    model: Classifier,
-    optimizer: Optimizer,
-    st: TrainState,
-    rng: np.random.Generator,
-    metadata: dict[str, Any],
-) -> None:
-    """last.npz: everything needed to continue bit-exactly from this point."""
-    scalars, arrays = st.to_saved()
-    try:
-        save_checkpoint(
-            path,
-            model,
-            metadata={**metadata, "train_state": scalars, "rng": rng.bit_generator.state},
-            optimizer_state=optimizer.state_dict(),
-            arrays={f"train.{k}": v for k, v in arrays.items()},
-        )
-    except NonFiniteError as e:  # the step overflowed: keep the last good checkpoint
-        raise TrainingDiverged(st.epoch + 1, optimizer.steps, "the weights") from e
-
-
-def _load_last(
-    path: Path, model: Classifier, optimizer: Optimizer, rng: np.random.Generator, checksum: str
-) -> TrainState:
-    """Put model, optimizer and rng back as last.npz has them; return the training state."""
-    meta, arrays = read_checkpoint(path)
-    if meta.get("data_checksum") != checksum:
-        raise ResumeError(f"{path}: written for other training data; resume with the same --data")
-    stored = ("param.", "buffer.")
-    state = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(stored)}
-    try:
-        unwrap(model).load_state_dict(state)
-    except ValueError as e:
-        raise ResumeError(f"{path}: does not match the run's config ({e})") from None
-    optim_arrays = {
-        k.removeprefix("optim."): v for k, v in arrays.items() if k.startswith("optim.")
-    }
-    optimizer.load_state_dict({**meta["optimizer"], "arrays": optim_arrays})
-    rng.bit_generator.state = meta["rng"]
-    train_arrays = {
-        k.removeprefix("train."): v for k, v in arrays.items() if k.startswith("train.")
-    }
-    return TrainState.from_saved(meta["train_state"], train_arrays)
 
 
 __all__ = [

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -129,6 +130,23 @@ def evaluate(
     return total_loss / len(x), correct / len(x)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def quiet_floats(fn: F) -> F:
+    """Run `fn` without NumPy's floating-point warnings: a diverging run is reported once, as
+    TrainingDiverged or in its losses, and the warnings would only print NumPy's source lines
+    before that."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a fresh one a call
+            return fn(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+@quiet_floats
 def fit(
     model: Classifier,
     optimizer: Optimizer,

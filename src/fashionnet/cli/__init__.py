@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from .._version import __version__
 from ..checkpoint import CheckpointError
@@ -23,8 +24,17 @@ COMMANDS = {m.__name__.rsplit(".", 1)[1]: m for m in (train, evaluate, predict, 
                                                         export, data)}  # fmt: skip
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, except that bad usage prints one short usage line and the error (two lines),
+    not the whole usage block; subcommands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"usage: {self.prog} [options] (see {self.prog} --help)", file=sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="fashionnet", description="Train, evaluate and use Fashion-MNIST classifiers."
     )
     parser.add_argument("--version", action="version", version=f"fashionnet {__version__}")
@@ -53,15 +63,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, DataError, CheckpointError, ValueError) as e:
         print(f"fashionnet: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (| head): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as e:  # a full disk, a read-only or missing folder, a folder in use: one line
+        where = f"{e.filename}: " if e.filename is not None else ""
+        print(f"fashionnet: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except TrainingDiverged as e:
         print(f"fashionnet: error: training diverged: {e}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
         print("fashionnet: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # the reader went away (| head): stop quietly, as Unix tools do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
 
 
 __all__ = ["UsageError", "build_parser", "main"]

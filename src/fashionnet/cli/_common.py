@@ -37,6 +37,12 @@ MODEL_HELP = "model file (model.npz in a run folder) or run folder"
 DATA_HELP = "dataset folder or training file (default: the data the model was tested on)"
 
 
+def shown(text: object) -> str:
+    """Text from a file as a terminal may show it: control characters (escape sequences that
+    could retitle or clear the terminal, carriage returns, ...) written as \\x.. escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def model_path(path: Path) -> Path:
     return path / "model.npz" if path.is_dir() else path
 

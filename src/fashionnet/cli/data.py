@@ -11,7 +11,7 @@ import numpy as np
 from ..data import ENV_VAR, Dataset, find_data, load_fashion_mnist, write_dataset
 from ..data.download import download
 from ..data.integrity import verify_folder
-from ._common import UsageError, non_negative_int, positive_int
+from ._common import UsageError, non_negative_int, positive_int, shown
 
 
 def add_parser(sub: Any) -> None:
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         for name, split in (("train", data.train), ("test", data.test)):
             counts = np.bincount(split.labels, minlength=len(data.class_names))
             per_class = ", ".join(
-                f"{n} {c}" for n, c in zip(data.class_names, counts, strict=False)
+                f"{shown(n)} {c}" for n, c in zip(data.class_names, counts, strict=False)
             )
             h, w = split.images.shape[1:]
             print(f"{name}: {len(split)} images {h}x{w} {split.images.dtype}; {per_class}")

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..data import CLASS_NAMES
 from ..runs import evaluate_test_set
-from ._common import DATA_HELP, MODEL_HELP, load_model, positive_int
+from ._common import DATA_HELP, MODEL_HELP, load_model, positive_int, shown
 from .report import test_split
 
 
@@ -28,9 +28,10 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate_test_set(model, images, labels)
     del result["probabilities"]
     names = meta.get("class_names", list(CLASS_NAMES))
-    if args.json:
+    if args.json:  # JSON escapes control characters itself
         print(json.dumps(result | {"class_names": names}))
         return 0
+    names = [shown(n) for n in names]
     acc, loss = result["test_accuracy"], result["test_loss"]
     print(f"test accuracy {acc:.4f} (loss {loss:.4f}) on {len(labels)} images")
     print(f"top-2 accuracy {result['top_2_accuracy']:.4f}, macro F1 {result['macro_f1']:.4f}\n")

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..data import CLASS_NAMES, to_float
 from ..predict import load_inputs
-from ._common import MODEL_HELP, load_model, positive_int
+from ._common import MODEL_HELP, load_model, positive_int, shown
 
 
 def add_parser(sub: Any) -> None:
@@ -27,7 +27,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     model, meta = load_model(args.model)
     shape = tuple(meta.get("image_shape", (28, 28)))
-    names = list(meta.get("class_names", CLASS_NAMES))
+    names = [shown(n) for n in meta.get("class_names", CLASS_NAMES)]
     stdin = sys.stdin.buffer.read() if "-" in args.inputs else None
     labels, images = load_inputs(args.inputs, (int(shape[0]), int(shape[1])), stdin)
     probs = model.predict_proba(to_float(images))

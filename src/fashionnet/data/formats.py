@@ -14,9 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
+from .._fsutil import NotARegularFile, open_regular
 from . import cache
 
 # IDX type codes (the third byte of the magic number) -> numpy dtype (big-endian on disk)
@@ -69,13 +71,22 @@ def _check_file(path: Path) -> None:
         raise DataError(f"{path}: permission denied")
 
 
+def _open(path: Path) -> IO[bytes]:
+    """The data file, opened only if it is a regular file (a FIFO or a device is refused)."""
+    try:
+        return open_regular(path)
+    except NotARegularFile as e:
+        raise DataError(f"{path}: {e.strerror}") from None
+
+
 def _read_bytes(path: Path) -> bytes:
     _check_file(path)
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
+        with _open(path) as f:
+            if path.suffix == ".gz":
+                with gzip.GzipFile(fileobj=f, mode="rb") as g:
+                    return g.read()
+            return f.read()
     except PermissionError:
         raise DataError(f"{path}: permission denied") from None
     except (OSError, EOFError) as e:  # truncated or corrupt gzip stream
@@ -298,7 +309,7 @@ def read_npz(path: str | os.PathLike[str], *, n_classes: int | None = None) -> S
     path = Path(path)
     _check_file(path)
     try:
-        with open(path, "rb") as f:
+        with _open(path) as f:
             if f.read(4) != b"PK\x03\x04":
                 raise DataError(f"{path}: byte 0: not an .npz archive (expected a zip of x and y)")
             f.seek(0)
@@ -353,44 +364,3 @@ def write_csv(path: Path, split: Split) -> None:
 def write_npz(path: Path, split: Split) -> None:
     with open(path, "wb") as f:
         np.savez(f, x=split.images, y=split.labels)
-
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-
-
-def read_image_folder(
-    folder: Path, *, class_names: tuple[str, ...] | None = None, size: tuple[int, int] | None = None
-) -> tuple[Split, tuple[str, ...]]:
-    """One sub-folder per class with images inside, converted to grayscale at `size`.
-
-    Classes are the sub-folder names in sorted order (or `class_names`, which must all exist).
-    Without `size`, every image must already have the size of the first one.
-    """
-    from PIL import Image, UnidentifiedImageError  # imported here: only image folders need it
-
-    found = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    names = class_names if class_names is not None else tuple(found)
-    if not names:
-        raise DataError(f"{folder}: no class sub-folders (expected one folder of images per class)")
-    missing = [n for n in names if n not in found]
-    if missing:
-        raise DataError(f"{folder}: no sub-folder for class {missing[0]!r}")
-    images, labels = [], []
-    for label, name in enumerate(names):
-        for path in sorted((folder / name).iterdir()):
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            try:
-                with Image.open(path) as im:
-                    gray = im.convert("L")
-                    if size is None:
-                        size = gray.size
-                    if gray.size != size:
-                        gray = gray.resize(size, Image.Resampling.LANCZOS)
-                    images.append(np.asarray(gray, dtype=np.uint8))
-            except (UnidentifiedImageError, OSError, ValueError) as e:
-                raise DataError(f"{path}: not a readable image ({e})") from None
-            labels.append(label)
-    if not images:
-        raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in the class folders")
-    return Split(np.stack(images), np.asarray(labels, dtype=np.int64)), tuple(names)

@@ -17,12 +17,12 @@ from .formats import (
     _read_bytes,
     parse_idx,
     read_csv,
-    read_image_folder,
     read_npz,
     write_csv,
     write_idx,
     write_npz,
 )
+from .image_folders import read_image_folder
 from .integrity import check_idx_bytes
 
 CLASS_NAMES: tuple[str, ...] = (

@@ -1,0 +1,196 @@
+"""What an unlucky user or an attacker brings to a run: special files, full disks, missing
+folders, a second writer, names with terminal escapes, a diverging run. One line, the right exit
+code, nothing left behind."""
+
+import errno
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fashionnet import _fsutil
+from fashionnet._fsutil import FolderLocked, NotARegularFile, lock_folder, open_regular
+from fashionnet.checkpoint import save_checkpoint
+from fashionnet.cli import main
+from fashionnet.model import mlp
+
+# A hang guard only: every command here refuses at once, before reading a byte; only a
+# regression that blocks on a FIFO can reach this, and it then fails instead of hanging CI.
+HANG_GUARD_S = 300
+
+
+def cli(*args, cwd=None):
+    result = subprocess.run(
+        [sys.executable, "-m", "fashionnet", *args], capture_output=True, text=True, cwd=cwd,
+        check=False, timeout=HANG_GUARD_S,
+    )  # fmt: skip
+    return result.returncode, result.stdout, result.stderr
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 300), ("test", 60)):
+        np.savez(folder / f"{name}.npz", x=rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
+                 y=rng.integers(0, 10, n))  # fmt: skip
+    return folder
+
+
+def train_args(data_dir, out):
+    return ["train", "--data", str(data_dir), "--out", str(out), "--epochs", "1", "--hidden", "8",
+            "--val-size", "50", "--quiet", "--no-report"]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "folder"])
+def test_open_regular_refuses_what_is_not_a_file_without_reading(kind, tmp_path):
+    path = tmp_path / "model.npz"
+    if kind == "fifo":
+        os.mkfifo(path)  # no writer: a plain open() would wait forever
+    elif kind == "dev-zero":
+        path.symlink_to("/dev/zero")  # a plain read() would never end
+    else:
+        path.mkdir()
+    with pytest.raises(NotARegularFile) as info:
+        open_regular(path)
+    assert info.value.filename == str(path) and "not a regular file" in info.value.strerror
+    (tmp_path / "ok").write_bytes(b"x")
+    with open_regular(tmp_path / "ok") as f:
+        assert f.read() == b"x"
+
+
+@pytest.mark.parametrize("where", ["model", "data", "config"])
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_special_files_in_every_reading_place_are_one_line(where, kind, tmp_path, data_dir):
+    def special(path):
+        path.unlink(missing_ok=True)
+        if kind == "fifo":
+            os.mkfifo(path)
+        else:
+            path.symlink_to("/dev/zero")
+        return path
+
+    if where == "model":
+        args = ["evaluate", str(special(tmp_path / "model.npz")), "--data", str(data_dir)]
+    elif where == "data":  # the training file named itself, as --data dir/train.npz
+        args = [*train_args(special(data_dir / "train.npz"), tmp_path / "run")]
+    else:
+        run = tmp_path / "run"
+        assert main(train_args(data_dir, run)) == 0
+        special(run / "config.json")
+        args = ["train", "--resume", str(run), "--quiet"]
+    code, _, err = cli(*args)
+    assert code == 2 and "Traceback" not in err
+    assert err.count("\n") == 1 and "not a regular file" in err, err
+    assert not (tmp_path / "run").exists() or where == "config"
+
+
+def test_out_under_a_file_or_a_missing_folder_is_one_line(tmp_path, data_dir, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert main(train_args(data_dir, tmp_path / "afile" / "run")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "afile" in err and "Not a directory" in err
+    assert main(["data", "show", str(data_dir), "--out", str(tmp_path / "nodir" / "g.png")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"fashionnet: error: {tmp_path / 'nodir' / 'g.png'}: No such file or directory\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "data"]
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_full_disk_before_training_starts_leaves_nothing(existing, tmp_path, data_dir,
+                                                            monkeypatch, capsys):  # fmt: skip
+    out = tmp_path / "run"
+    if existing:  # a folder of the user's: it stays, with what was in it, and nothing of ours
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_fsutil.os, "fsync", disk_full)  # config.json is the first write
+    assert main(train_args(data_dir, out)) == 2
+    assert capsys.readouterr().err == "fashionnet: error: No space left on device\n"
+    if existing:
+        assert sorted(p.name for p in out.iterdir()) == [".fashionnet.lock", "notes.txt"]
+    else:
+        assert not out.exists()
+
+
+def test_a_run_folder_in_use_is_refused(tmp_path, data_dir, capsys):
+    run = tmp_path / "run"
+    assert main([*train_args(data_dir, run), "--epochs", "2"]) == 0
+    (run / "model.npz").unlink()  # as if still training: resumable
+    fd = lock_folder(run)  # another process training in it (flock is per open file)
+    try:
+        with pytest.raises(FolderLocked):
+            lock_folder(run)
+        assert main(["train", "--resume", str(run), "--quiet", "--no-report"]) == 2
+        err = capsys.readouterr().err
+        assert err == f"fashionnet: error: {run}: in use by another fashionnet run\n"
+    finally:
+        os.close(fd)
+    assert main(["train", "--resume", str(run), "--quiet", "--no-report"]) == 0  # free again
+
+
+def test_stale_temp_files_are_only_fashionnets_own(tmp_path, data_dir):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".notes.tmp").write_text("a user's file")
+    (run / ".last.npz.fashionnet-abc123.tmp").write_bytes(b"left by a killed save")
+    assert main(train_args(data_dir, run)) == 0
+    assert (run / ".notes.tmp").read_text() == "a user's file"
+    assert not (run / ".last.npz.fashionnet-abc123.tmp").exists()
+
+
+def test_class_names_with_terminal_escapes_are_printed_escaped(tmp_path, capsys):
+    names = [f"class{i}" for i in range(9)] + ["\x1b]0;pwned\x07\x1b[2J"]
+    model = mlp(784, [8], 10, rng=np.random.default_rng(0))
+    save_checkpoint(tmp_path / "m.npz", model, metadata={"class_names": names})
+    images = np.zeros((3, 28, 28), np.uint8)
+    np.savez(tmp_path / "x.npz", x=images, y=np.zeros(3, np.int64))
+    assert main(["predict", str(tmp_path / "m.npz"), str(tmp_path / "x.npz"), "--top-k", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and r"\x1b]0;pwned\x07\x1b[2J" in out
+
+
+def test_a_diverging_run_is_one_line_without_numpy_warnings(tmp_path, data_dir):
+    args = [*train_args(data_dir, tmp_path / "run"), "--optimizer", "sgd", "--lr", "10",
+            "--momentum", "0.99", "--no-batch-norm", "--hidden", "512,512",
+            "--label-smoothing", "0", "--epochs", "10"]  # fmt: skip
+    result = subprocess.run([sys.executable, "-W", "error", "-m", "fashionnet", *args],
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.count("\n") == 1 and "training diverged" in result.stderr
+
+
+@pytest.mark.parametrize("damage", ["not json", '{"epoch": 1}', "[1, 2]"])
+def test_a_damaged_history_is_one_line_naming_the_file(damage, tmp_path, data_dir, capsys):
+    run = tmp_path / "run"
+    assert main(train_args(data_dir, run)) == 0
+    (run / "history.jsonl").write_text(damage + "\n")
+    capsys.readouterr()
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{run / 'history.jsonl'}: line 1" in err
+
+
+def test_bad_usage_is_two_lines_at_most(capsys):
+    for argv in (["train", "--bogus"], ["train", "--lr", "x"], ["frobnicate"], ["data"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") <= 2 and err.startswith("usage: "), err
+
+
+def test_config_json_is_read_within_bounds(tmp_path, data_dir, capsys):
+    run = tmp_path / "run"
+    assert main(train_args(data_dir, run)) == 0
+    (run / "model.npz").unlink()
+    (run / "config.json").write_text(json.dumps({"pad": "x" * (2 << 20)}))
+    assert main(["train", "--resume", str(run), "--quiet"]) == 2
+    assert "not a run configuration" in capsys.readouterr().err
