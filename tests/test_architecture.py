@@ -14,11 +14,12 @@ RANKS = {
     "losses": 2, "metrics": 2, "schedules": 2, "augment": 2, "config": 2, "predict": 2,
     "optim": 3,
     "model": 4,
-    "train": 5, "checkpoint": 5,
-    "export": 6, "plots": 6, "sklearn": 6, "resume": 6,
-    "runs": 7,
-    "cli": 8,
-    "__init__": 9, "__main__": 9,
+    "train": 5, "facts": 5,
+    "checkpoint": 6, "export": 6, "plots": 6, "sklearn": 6,
+    "resume": 7,
+    "runs": 8,
+    "cli": 9,
+    "__init__": 10, "__main__": 10,
 }  # fmt: skip
 MAX_LINES = 400
 

@@ -6,6 +6,7 @@ import json
 import pickle
 import subprocess
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -40,10 +41,28 @@ def members_of(path):
         return {name: zf.read(name) for name in zf.namelist()}
 
 
-def write_zip(path, members):
-    with zipfile.ZipFile(path, "w") as zf:
+def write_zip(path, members, compression=zipfile.ZIP_STORED, repeat=()):
+    """`members` as a zip; the names in `repeat` are written a second time (a later member of
+    the same name is what a naive reader would use)."""
+    with warnings.catch_warnings(), zipfile.ZipFile(path, "w", compression) as zf:
+        warnings.simplefilter("ignore", UserWarning)  # zipfile warns of the duplicate, rightly
         for name, data in members.items():
             zf.writestr(name, data)
+        for name in repeat:
+            zf.writestr(name, members[name][:-4] + b"\0\0\0\0")
+
+
+def nested_residual(depth):
+    layer = {"type": "ReLU"}
+    for _ in range(depth):
+        layer = {"type": "Residual", "body": [layer], "shortcut": []}
+    return layer
+
+
+def metadata_text(members, old, new):
+    """The metadata member with its JSON text edited as text (for what json.dumps won't write)."""
+    text = np.load(io.BytesIO(members["metadata.npy"])).tobytes().replace(old, new, 1)
+    return {**members, "metadata.npy": npy(np.frombuffer(text, np.uint8))}
 
 
 def with_metadata(members, edit):
@@ -88,12 +107,66 @@ def build_corpus(valid: Path, out: Path, canary: Path) -> dict[str, Path]:
             weight: npy(np.asfortranarray(np.zeros((784, 8), np.float32))),
         },
         "not-a-checkpoint.npz": {"x.npy": npy(np.zeros(3))},
+        # metadata outside the arrays table (issue 15 A)
+        "image-shape-scalar.npz": with_metadata(good, lambda m: m.update(image_shape=5)),
+        "image-shape-flat.npz": with_metadata(good, lambda m: m.update(image_shape=[784])),
+        "image-shape-huge.npz": with_metadata(good, lambda m: m.update(image_shape=[20000, 20000])),
+        "image-shape-wrong.npz": with_metadata(good, lambda m: m.update(image_shape=[10, 10])),
+        "image-shape-floats.npz": with_metadata(good, lambda m: m.update(image_shape=[28.0, 28])),
+        "class-names-empty.npz": with_metadata(good, lambda m: m.update(class_names=[])),
+        "class-names-three.npz": with_metadata(
+            good, lambda m: m.update(class_names=["a", "b", "c"])
+        ),
+        "class-names-ints.npz": with_metadata(
+            good, lambda m: m.update(class_names=list(range(10)))
+        ),
+        "class-names-long.npz": with_metadata(
+            good, lambda m: m.update(class_names=["x" * 999] * 10)
+        ),
+        "input-scale-list.npz": with_metadata(good, lambda m: m.update(input_scale=[1])),
+        "input-scale-negative.npz": with_metadata(good, lambda m: m.update(input_scale=-1)),
+        "input-scale-nan.npz": metadata_text(
+            with_metadata(good, lambda m: m.update(input_scale=0.5)), b"0.5", b"NaN"
+        ),
+        "layers-strings.npz": with_metadata(
+            good, lambda m: m["model"].update(layers=["Linear", "ReLU"])
+        ),
+        "layers-not-a-list.npz": with_metadata(good, lambda m: m["model"].update(layers=7)),
+        "residual-450-deep.npz": with_metadata(
+            good, lambda m: m["model"]["layers"].append(nested_residual(450))
+        ),
+        "declared-shape-overflow.npz": with_metadata(
+            good, lambda m: m["arrays"][weight[:-4]].update(shape=[10**200, 10**200])
+        ),
+        "layer-size-overflow.npz": with_metadata(
+            good, lambda m: m["model"]["layers"][0].update(out_features=10**200)
+        ),
+        "metadata-5000-digits.npz": metadata_text(
+            good, b'"format_version": 1', b'"format_version": ' + b"9" * 5000
+        ),
+        "metadata-nested-deep.npz": metadata_text(
+            good,
+            b'"numpy_version"',
+            b'"x": ' + b"[" * 100_000 + b"]" * 100_000 + b', "numpy_version"',
+        ),
+        # the archive itself (issue 15 F)
+        "duplicate-member.npz": ({**good}, zipfile.ZIP_STORED, (weight,)),
+        "deflated-members.npz": ({**good}, zipfile.ZIP_DEFLATED, ()),
+        "path-member.npz": {
+            **with_metadata(
+                good, lambda m: m["arrays"].update({"../../pwned": m["arrays"][weight[:-4]]})
+            ),
+            "../../pwned.npy": good[weight],
+        },
+        "oversized-member.npz": {**good, weight: good[weight] + b"\0" * 100_000},
     }
     paths = {}
     for name, content in cases.items():
         path = out / name
         if isinstance(content, bytes):
             path.write_bytes(content)
+        elif isinstance(content, tuple):
+            write_zip(path, *content)
         else:
             write_zip(path, content)
         paths[name] = path
@@ -112,7 +185,7 @@ def corpus(tmp_path_factory):
 
 
 def test_the_corpus_is_large_enough(corpus):
-    assert len(corpus[0]) >= 10
+    assert len(corpus[0]) >= 40
 
 
 def test_the_valid_file_loads(corpus, capsys):

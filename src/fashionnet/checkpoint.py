@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import zipfile
 from pathlib import Path
 from typing import IO, Any
@@ -21,6 +22,7 @@ import numpy as np
 from ._fsutil import NotARegularFile, atomic_write, open_regular
 from ._version import __version__
 from .data import ZIP_ERRORS
+from .facts import FactError, ModelFacts, check_layer_config
 from .layers import Array
 from .model import Classifier, Sequential, model_from_config, unwrap
 
@@ -28,6 +30,9 @@ FORMAT = "fashionnet-checkpoint"
 SAFETENSORS_FORMAT = "fashionnet-safetensors"
 FORMAT_VERSION = 1
 _MAX_METADATA_BYTES = 16 << 20
+_MAX_NPY_HEADER = 1 << 16
+# param.0.weight, buffer.3.body.1.running_mean, optim.m, train.order: dotted words, no paths
+_MEMBER_NAME = re.compile(r"(param|buffer|optim|train)(\.[A-Za-z0-9_]+)+")
 _ALLOWED_DTYPES = {np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64)}
 
 
@@ -140,7 +145,17 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
 
 
 def _read_validated(zf: zipfile.ZipFile, path: Path) -> tuple[dict[str, Any], dict[str, Array]]:
-    members = set(zf.namelist())
+    infos = zf.infolist()
+    seen: set[str] = set()
+    for info in infos:  # before any member is read: an archive that could mean two things
+        if info.filename in seen:
+            raise CheckpointError(f"{path}: member {info.filename} appears twice")
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise CheckpointError(
+                f"{path}: member {info.filename} is compressed; members are stored"
+            )
+        seen.add(info.filename)
+    members = seen
     if "metadata.npy" not in members:
         raise CheckpointError(f"{path}: no metadata member: not a fashionnet checkpoint")
     f, shape, dtype = _read_member_header(zf, "metadata.npy", path)
@@ -150,7 +165,7 @@ def _read_validated(zf: zipfile.ZipFile, path: Path) -> tuple[dict[str, Any], di
     raw = _read_array(zf, "metadata.npy", path, shape, dtype)
     try:
         meta = json.loads(raw.tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, a 5,000-digit number, nesting
         raise CheckpointError(f"{path}: metadata is not valid JSON ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a fashionnet checkpoint (no format marker)")
@@ -171,6 +186,8 @@ def _read_validated(zf: zipfile.ZipFile, path: Path) -> tuple[dict[str, Any], di
         )
     arrays: dict[str, Array] = {}
     for name, spec in specs.items():
+        if not _MEMBER_NAME.fullmatch(name) or ".." in name:
+            raise CheckpointError(f"{path}: array name {name[:80]!r} is not a checkpoint's")
         try:
             shape = tuple(int(d) for d in spec["shape"])
             dtype = np.dtype(spec["dtype"])
@@ -179,10 +196,13 @@ def _read_validated(zf: zipfile.ZipFile, path: Path) -> tuple[dict[str, Any], di
         if dtype not in _ALLOWED_DTYPES or any(d < 0 for d in shape):
             raise CheckpointError(f"{path}: array {name}: dtype {dtype} shape {shape} not allowed")
         info = zf.getinfo(f"{name}.npy")
-        if int(np.prod(shape, dtype=np.float64)) * dtype.itemsize > info.file_size:
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes > info.file_size:
             raise CheckpointError(
                 f"{path}: array {name}: declared shape {shape} exceeds its member"
             )
+        if info.file_size > nbytes + _MAX_NPY_HEADER:
+            raise CheckpointError(f"{path}: member {name}.npy is larger than its shape says")
         arrays[name] = _read_array(zf, f"{name}.npy", path, shape, dtype)
     return meta, arrays
 
@@ -204,18 +224,35 @@ def load_model_with_metadata(path: str | os.PathLike[str]) -> tuple[Classifier, 
     if len(magic) == 9 and magic[8:9] == b"{" and not magic.startswith(b"PK"):
         return _read_safetensors(path)
     meta, arrays = read_checkpoint(path)
-    return _build_model(path, meta, arrays), meta
+    model = _build_model(path, meta, arrays)
+    return model, _with_facts(path, meta, model)
+
+
+def _promised_shapes(path: Path, config: Any) -> dict[str, tuple[int, ...]]:
+    """Every parameter's and buffer's shape the config promises, without building anything:
+    a config declaring huge layers, or nesting deep enough to exhaust the stack, is refused
+    before anything is allocated."""
+    try:
+        check_layer_config(config)
+        return Sequential.param_shapes(config)
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
+        raise CheckpointError(f"{path}: model config cannot be rebuilt ({e})") from None
+
+
+def _with_facts(path: Path, meta: dict[str, Any], model: Classifier) -> dict[str, Any]:
+    """`meta` with its class names, image shape and input scale checked against the model."""
+    try:
+        facts = ModelFacts.parse(meta, model)
+    except FactError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    return meta if facts is None else {**meta, **facts.as_metadata()}
 
 
 def _build_model(path: Path, meta: dict[str, Any], arrays: dict[str, Array]) -> Classifier:
     stored = {
         k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(("param.", "buffer."))
     }
-    try:
-        # shapes first: a config declaring huge layers is refused before anything is allocated
-        promised = Sequential.param_shapes(meta["model"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: model config cannot be rebuilt ({e})") from None
+    promised = _promised_shapes(path, meta.get("model"))
     if set(stored) != set(promised):
         raise CheckpointError(
             f"{path}: parameters {sorted(stored)} do not match the config's {sorted(promised)}"
@@ -230,7 +267,7 @@ def _build_model(path: Path, meta: dict[str, Any], arrays: dict[str, Array]) -> 
             raise CheckpointError(f"{path}: {name} holds non-finite values")
     try:
         model = model_from_config(meta["model"])
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:
         raise CheckpointError(f"{path}: model config cannot be rebuilt ({e})") from None
     mine = unwrap(model).state_dict()
     try:
@@ -305,7 +342,7 @@ def _read_safetensors(path: Path) -> tuple[Classifier, dict[str, Any]]:
             extra = header.pop("__metadata__")
             config = json.loads(extra["fashionnet_model"])
             meta = json.loads(extra.get("fashionnet_metadata", "{}"))
-            promised = Sequential.param_shapes(config)
+            promised = _promised_shapes(path, config)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise CheckpointError(f"{path}: not a fashionnet safetensors export ({e})") from None
         if set(header) != set(promised):
@@ -329,4 +366,4 @@ def _read_safetensors(path: Path) -> tuple[Classifier, dict[str, Any]]:
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: model config cannot be rebuilt ({e})") from None
     unwrap(model).load_state_dict({k: v.astype(dtype) for k, v in state.items()})
-    return model, {**meta, "model": config}
+    return model, _with_facts(path, {**meta, "model": config}, model)
