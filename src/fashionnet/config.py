@@ -53,9 +53,13 @@ class RunConfig:
     preset: str = _field("mlp", "the preset these settings started from (recorded only)")
     # model
     arch: str = _field("mlp", "mlp: dense layers; cnn: 3x3 convolution stages, then dense layers")
-    hidden: tuple[int, ...] = _field((256, 128), "hidden dense layer widths, e.g. 256,128", lo=1)
+    hidden: tuple[int, ...] = _field((256, 128), "hidden dense layer widths, e.g. 256,128", lo=1,
+                                     hi=1 << 16)  # fmt: skip
     stages: tuple[tuple[int, ...], ...] = _field(
-        (), "cnn: channels of each stage's 3x3 convolutions, stages split by /, e.g. 32/64,64", lo=1
+        (),
+        "cnn: channels of each stage's 3x3 convolutions, stages split by /, e.g. 32/64,64",
+        lo=1,
+        hi=4096,
     )
     activation: str = _field("relu", "mlp: the hidden layers' activation")
     init: str = _field("he", "mlp: weight initialisation")
@@ -200,6 +204,8 @@ def check_field(name: str, value: Any) -> None:
         for row in rows:
             if (nested and not row) or not all(isinstance(v, int) and v >= 1 for v in row):
                 raise ConfigError(name, f"must hold positive integers, got {value!r}")
+            if meta["hi"] is not None and max(row, default=0) > meta["hi"]:
+                raise ConfigError(name, f"must hold sizes up to {meta['hi']}, got {value!r}")
 
 
 def _check_range(name: str, value: float, meta: Any) -> None:

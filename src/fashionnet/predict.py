@@ -7,27 +7,23 @@ items are light on black; product photos are usually dark on white).
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 
 from .data import DataError, read_idx, read_npz
 from .data.formats import _read_bytes, parse_csv
-from .data.image_folders import IMAGE_SUFFIXES
+from .data.image_folders import IMAGE_SUFFIXES, open_image
 
 IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"RIFF")
 
 
 def prepare_image(raw: bytes, name: str, size: tuple[int, int]) -> np.ndarray:
     """Image bytes of any size and colour -> uint8 (h, w) like a training image."""
-    from PIL import Image, UnidentifiedImageError  # imported here: only photos need it
+    from PIL import Image  # imported here: only photos need it
 
-    try:
-        with Image.open(io.BytesIO(raw)) as im:
-            gray = np.asarray(im.convert("L"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DataError(f"{name}: not a readable image ({e})") from None
+    with open_image(raw, name) as im:
+        gray = np.asarray(im.convert("L"), dtype=np.uint8)
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     if border.mean() > 127:  # light background: invert, so the object is light on black
         gray = 255 - gray
@@ -41,9 +37,16 @@ def prepare_image(raw: bytes, name: str, size: tuple[int, int]) -> np.ndarray:
 
 def _csv_images(raw: bytes, name: str, n_pixels: int) -> np.ndarray:
     """A CSV with or without the label column (told apart by its width): uint8 images."""
-    first = next((ln for ln in raw.decode(errors="replace").splitlines()
-                  if ln.strip() and not ln[:1].isalpha()), "")  # fmt: skip
-    has_labels = len(first.split(",")) != n_pixels
+    first, start = b"", 0
+    while start < len(raw):  # the first data row, found without splitting the whole input
+        end = raw.find(b"\n", start)
+        end = len(raw) if end == -1 else end
+        line = raw[start:end].strip()
+        if line and not line[:1].isalpha():
+            first = line
+            break
+        start = end + 1
+    has_labels = first.count(b",") + 1 != n_pixels
     return parse_csv(raw, Path(name), has_labels=has_labels).images
 
 

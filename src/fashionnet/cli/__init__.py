@@ -76,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fashionnet: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print("fashionnet: error: out of memory", file=sys.stderr)
+        return 2
 
 
 __all__ = ["UsageError", "build_parser", "main"]

@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 PICTURE_TYPES = (".png", ".svg", ".pdf")
+MAX_GRID = 2000  # pictures in one grid: beyond this nobody can read it, and it takes gigabytes
 
 
 def _show(data: Dataset, args: argparse.Namespace) -> int:
@@ -94,6 +95,8 @@ def _show(data: Dataset, args: argparse.Namespace) -> int:
         picks, columns = list(args.index), min(8, len(args.index))
     else:
         k = args.per_class or 8
+        if k * len(names) > MAX_GRID:
+            raise UsageError(f"--per-class {k}: {k * len(names):,} pictures; at most {MAX_GRID:,}")
         picks = []  # class by class, a row each; -1 leaves a cell empty
         for c in range(len(names)):
             found = np.flatnonzero(split.labels == c)[:k].tolist()

@@ -4,7 +4,7 @@ formats: IDX, CSV and NPZ readers with one-line errors; load: discovery, train/t
 class names, float conversion, validation split, batches. Imports nothing else of fashionnet.
 """
 
-from .formats import ZIP_ERRORS, DataError, Split, read_csv, read_idx, read_npz
+from .formats import ZIP_ERRORS, DataError, Split, read_csv, read_idx
 from .load import (
     CLASS_NAMES,
     CSV_FILES,
@@ -23,6 +23,7 @@ from .load import (
     train_val_split,
     write_dataset,
 )
+from .npzfile import read_npz
 
 __all__ = [
     "CLASS_NAMES",

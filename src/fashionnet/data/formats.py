@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
@@ -96,11 +96,43 @@ def _read_bytes(path: Path) -> bytes:
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an IDX file (raw or .gz) exactly as stored: shape and dtype from its header."""
     path = Path(path)
-    return parse_idx(_read_bytes(path), path)
+    return parse_idx(read_idx_bytes(path), path)
+
+
+def read_idx_bytes(path: Path) -> bytes:
+    """An IDX file's (decompressed) bytes, header first: a bad magic or an impossible size is
+    refused after its first 4 + 4 * ndim bytes, and no more than the header promises (and one
+    byte, to notice extra data) is ever inflated from a .gz."""
+    _check_file(path)
+    try:
+        with _open(path) as raw, (
+            gzip.GzipFile(fileobj=raw, mode="rb") if path.suffix == ".gz" else raw
+        ) as f:  # fmt: skip
+            head = f.read(4)
+            head += f.read(4 * head[3]) if len(head) == 4 else b""
+            _, _, expected = _idx_layout(head, path)
+            return head + f.read(expected + 1)
+    except PermissionError:
+        raise DataError(f"{path}: permission denied") from None
+    except (OSError, EOFError) as e:  # truncated or corrupt gzip stream
+        raise DataError(f"{path}: cannot read ({e})") from None
 
 
 def parse_idx(raw: bytes, path: Path) -> np.ndarray:
     """The array an IDX file's (decompressed) bytes hold; errors name `path`."""
+    dtype, dims, expected = _idx_layout(raw, path)
+    header = 4 + 4 * len(dims)
+    if len(raw) - header != expected:
+        raise DataError(
+            f"{path}: byte {header}: dimensions {dims} need {expected} bytes of data, "
+            f"found {len(raw) - header}"
+        )
+    return np.frombuffer(raw, dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def _idx_layout(raw: bytes, path: Path) -> tuple[np.dtype[Any], tuple[int, ...], int]:
+    """(dtype, dimensions, data bytes) an IDX header declares, from its first 4 + 4 * ndim
+    bytes; the magic and the size checked."""
     if len(raw) < 4:
         raise DataError(f"{path}: {len(raw)} bytes, too short for an IDX header (4 bytes)")
     zero0, zero1, code, ndim = raw[:4]
@@ -117,12 +149,7 @@ def parse_idx(raw: bytes, path: Path) -> np.ndarray:
     expected = int(np.prod(dims, dtype=np.float64)) * dtype.itemsize
     if expected > _MAX_IDX_BYTES:
         raise DataError(f"{path}: header declares dimensions {dims}, far larger than any dataset")
-    if len(raw) - header != expected:
-        raise DataError(
-            f"{path}: byte {header}: dimensions {dims} need {expected} bytes of data, "
-            f"found {len(raw) - header}"
-        )
-    return np.frombuffer(raw, dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+    return dtype, dims, expected
 
 
 def _first_bad_row(path: Path, rows: list[str], first_line: int) -> DataError:
@@ -304,42 +331,6 @@ def _check_labels(
         )
 
 
-def read_npz(path: str | os.PathLike[str], *, n_classes: int | None = None) -> Split:
-    """An .npz with `x` (uint8, (n, h, w) or (n, h*w) square) and `y` (integer labels)."""
-    path = Path(path)
-    _check_file(path)
-    try:
-        with _open(path) as f:
-            if f.read(4) != b"PK\x03\x04":
-                raise DataError(f"{path}: byte 0: not an .npz archive (expected a zip of x and y)")
-            f.seek(0)
-            npz = np.load(f, allow_pickle=False)
-            missing = {"x", "y"} - set(npz.files)
-            if missing:
-                raise DataError(f"{path}: no array {sorted(missing)[0]!r} (expected x and y)")
-            x, y = npz["x"], npz["y"]
-    except DataError:
-        raise
-    except (*ZIP_ERRORS, ValueError) as e:
-        raise DataError(f"{path}: not a readable .npz of numbers ({e})") from None
-    if x.dtype != np.uint8:
-        raise DataError(f"{path}: x has dtype {x.dtype}, expected uint8 pixels 0..255")
-    if x.ndim == 2 and round(x.shape[1] ** 0.5) ** 2 == x.shape[1]:
-        side = round(x.shape[1] ** 0.5)
-        x = x.reshape(len(x), side, side)
-    if x.ndim != 3 or x.shape[1] != x.shape[2] or x.shape[1] == 0:
-        raise DataError(f"{path}: x has shape {x.shape}, expected (n, h, w) square images")
-    if y.ndim != 1 or y.dtype.kind not in "iu":
-        raise DataError(
-            f"{path}: y has shape {y.shape} and dtype {y.dtype}, expected (n,) integers"
-        )
-    if len(x) != len(y):
-        raise DataError(f"{path}: {len(x)} images but {len(y)} labels")
-    labels = y.astype(np.int64)
-    _check_labels(path, labels, n_classes)
-    return Split(x, labels)
-
-
 def write_idx(path: Path, array: np.ndarray) -> None:
     """`array` as an IDX file (uint8 or int32), gzip-compressed when the name ends in .gz."""
     codes = {np.dtype(np.uint8): 0x08, np.dtype(np.int32): 0x0C}
@@ -359,8 +350,3 @@ def write_csv(path: Path, split: Split) -> None:
     with open(path, "w") as f:
         f.write("label," + ",".join(f"pixel{i}" for i in range(1, n_pixels + 1)) + "\n")
         np.savetxt(f, table, fmt="%d", delimiter=",")
-
-
-def write_npz(path: Path, split: Split) -> None:
-    with open(path, "wb") as f:
-        np.savez(f, x=split.images, y=split.labels)

@@ -2,11 +2,48 @@
 
 from __future__ import annotations
 
+import io
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from .._fsutil import open_regular
 from .formats import DataError, Split
+
+# what an image may have, checked from its header before decoding: a 48-megapixel phone photo
+# fits; a 30000 x 30000 PNG of 110 KB (a decompression bomb) does not
+MAX_IMAGE_PIXELS = 50_000_000
+
+
+@contextmanager
+def open_image(source: Path | bytes, name: str) -> Iterator[Any]:
+    """A PIL image, opened (header read, nothing decoded) and within MAX_IMAGE_PIXELS; what goes
+    wrong in the block's decoding too (truncated data, Pillow's own bomb checks, which this
+    limit also sets) is one DataError naming `name`."""
+    from PIL import Image, UnidentifiedImageError  # imported here: only images need it
+
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    bad = (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError,
+           Image.DecompressionBombWarning)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            fp = io.BytesIO(source) if isinstance(source, bytes) else open_regular(source)
+            with fp, Image.open(fp) as im:
+                w, h = im.size
+                if w * h > MAX_IMAGE_PIXELS:
+                    raise DataError(f"{name}: {w}x{h} pixels, over the limit of "
+                                    f"{MAX_IMAGE_PIXELS:,}")  # fmt: skip
+                yield im
+        except DataError:
+            raise
+        except bad as e:
+            raise DataError(f"{name}: not a readable image ({e})") from None
+
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
@@ -19,7 +56,7 @@ def read_image_folder(
     Classes are the sub-folder names in sorted order (or `class_names`, which must all exist).
     Without `size`, every image must already have the size of the first one.
     """
-    from PIL import Image, UnidentifiedImageError  # imported here: only image folders need it
+    from PIL import Image  # imported here: only image folders need it
 
     found = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     names = class_names if class_names is not None else tuple(found)
@@ -33,16 +70,13 @@ def read_image_folder(
         for path in sorted((folder / name).iterdir()):
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
-            try:
-                with Image.open(path) as im:
-                    gray = im.convert("L")
-                    if size is None:
-                        size = gray.size
-                    if gray.size != size:
-                        gray = gray.resize(size, Image.Resampling.LANCZOS)
-                    images.append(np.asarray(gray, dtype=np.uint8))
-            except (UnidentifiedImageError, OSError, ValueError) as e:
-                raise DataError(f"{path}: not a readable image ({e})") from None
+            with open_image(path, str(path)) as im:
+                gray = im.convert("L")
+                if size is None:
+                    size = gray.size
+                if gray.size != size:
+                    gray = gray.resize(size, Image.Resampling.LANCZOS)
+                images.append(np.asarray(gray, dtype=np.uint8))
             labels.append(label)
     if not images:
         raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in the class folders")

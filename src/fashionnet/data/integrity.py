@@ -62,12 +62,12 @@ def check_idx_bytes(path: Path, raw: bytes, *, compare_gz: bool = False) -> Chec
 
 def verify_folder(folder: Path) -> list[Check]:
     """Check every official IDX file in `folder`, raw or .gz, against the known checksums."""
-    from .formats import _read_bytes
+    from .formats import read_idx_bytes
 
     checks = []
     for path in sorted(folder.iterdir()):
         if path.is_file() and official_name(path):
-            check = check_idx_bytes(path, _read_bytes(path), compare_gz=True)
+            check = check_idx_bytes(path, read_idx_bytes(path), compare_gz=True)
             assert check is not None
             checks.append(check)
     return checks

@@ -17,13 +17,13 @@ from .formats import (
     _read_bytes,
     parse_idx,
     read_csv,
-    read_npz,
+    read_idx_bytes,
     write_csv,
     write_idx,
-    write_npz,
 )
 from .image_folders import read_image_folder
 from .integrity import check_idx_bytes
+from .npzfile import read_npz, write_npz
 
 CLASS_NAMES: tuple[str, ...] = (
     "T-shirt/top",
@@ -92,7 +92,7 @@ def load_split(
     if images_path and labels_path:
         arrays = []
         for path in (images_path, labels_path):
-            raw = _read_bytes(path)
+            raw = read_idx_bytes(path)
             check = check_idx_bytes(path, raw)
             if check is not None and not check.ok and notes is not None:
                 notes.append(
