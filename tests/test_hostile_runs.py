@@ -194,3 +194,102 @@ def test_config_json_is_read_within_bounds(tmp_path, data_dir, capsys):
     (run / "config.json").write_text(json.dumps({"pad": "x" * (2 << 20)}))
     assert main(["train", "--resume", str(run), "--quiet"]) == 2
     assert "not a run configuration" in capsys.readouterr().err
+
+
+def rewrite_checkpoint(path, edit_meta=lambda m: None, edit_arrays=lambda a: None):
+    """A checkpoint rewritten with its metadata and arrays edited, its arrays table kept true,
+    so that only the meaning of what was edited can be wrong."""
+    import io
+    import zipfile
+
+    from fashionnet.checkpoint import read_checkpoint
+
+    meta, arrays = read_checkpoint(path)
+    edit_meta(meta)
+    edit_arrays(arrays)
+    meta["arrays"] = {k: {"shape": list(v.shape), "dtype": v.dtype.str} for k, v in arrays.items()}
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, array in {"metadata": np.frombuffer(json.dumps(meta).encode(), np.uint8),
+                            **arrays}.items():  # fmt: skip
+            buf = io.BytesIO()
+            np.save(buf, array, allow_pickle=False)
+            zf.writestr(f"{name}.npy", buf.getvalue())
+
+
+def drop(key):
+    return lambda d: d.pop(key)
+
+
+DAMAGED_RUNS = {
+    "config-batch-size-string": ("config", lambda c: c.update(batch_size="256")),
+    "config-without-batch-size": ("config", drop("batch_size")),
+    "config-nested-100k": ("config-text", '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+    "config-not-json": ("config-text", "{oops"),
+    "no-history": ("meta", lambda m: m["train_state"].pop("history")),
+    "no-optimizer": ("meta", drop("optimizer")),
+    "rng-is-5": ("meta", lambda m: m.update(rng=5)),
+    "rng-of-another-kind": ("meta", lambda m: m["rng"].update(bit_generator="MT19937")),
+    "epoch-negative": ("meta", lambda m: m["train_state"].update(epoch=-1)),
+    "epoch-a-string": ("meta", lambda m: m["train_state"].update(epoch="1")),
+    "unknown-state-key": ("meta", lambda m: m["train_state"].update(surprise=1)),
+    "optimizer-of-another-type": ("meta", lambda m: m["optimizer"].update(type="SGD")),
+    "buffer-missing": ("arrays", lambda a: a.pop(next(k for k in a if k.startswith("buffer.")))),
+    "unknown-array": ("arrays", lambda a: a.update({"extra.x": np.zeros(3)})),
+    "order-floats": ("arrays", lambda a: a.update({"train.order": np.arange(250.0)})),
+    "order-out-of-range": ("arrays", lambda a: a.update({"train.order": np.arange(250) + 9})),
+    "order-short": ("arrays", lambda a: a.update({"train.order": np.arange(10)})),
+    "nan-in-moments": ("arrays", lambda a: a["optim.m"].__setitem__(0, np.nan)),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGED_RUNS)
+def test_a_damaged_run_folder_refuses_to_resume_in_one_line(damage, tmp_path, data_dir, capsys):
+    from fashionnet import runs
+
+    run = tmp_path / "run"
+    real_fit = runs.fit
+
+    def stop_mid_epoch(model, optimizer, *args, **kwargs):  # leaves a resumable folder
+        def stop(state):
+            if optimizer.steps == 3:
+                state.stop_requested = "SIGINT"
+
+        kwargs["step_callbacks"] = [*kwargs.get("step_callbacks", []), stop]
+        return real_fit(model, optimizer, *args, **kwargs)
+
+    runs.fit = stop_mid_epoch
+    try:
+        assert (
+            runs.Run(
+                runs.RunConfig.from_json({**json.loads(json.dumps(small_config(data_dir)))}), run
+            )
+            .train(progress=False)
+            .interrupted
+            == "SIGINT"
+        )
+    finally:
+        runs.fit = real_fit
+    where, edit = DAMAGED_RUNS[damage]
+    if where == "config":
+        config = json.loads((run / "config.json").read_text())
+        edit(config)
+        (run / "config.json").write_text(json.dumps(config))
+    elif where == "config-text":
+        (run / "config.json").write_text(edit)
+    elif where == "meta":
+        rewrite_checkpoint(run / "last.npz", edit_meta=edit)
+    else:
+        rewrite_checkpoint(run / "last.npz", edit_arrays=edit)
+    before = sorted(p.name for p in run.iterdir())
+    assert main(["train", "--resume", str(run), "--quiet", "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(run) in err, err
+    assert sorted(p.name for p in run.iterdir()) == before  # nothing written, nothing removed
+
+
+def small_config(data_dir):
+    from fashionnet.config import PRESETS, replace
+
+    config = replace(PRESETS["mlp"], data=str(data_dir), hidden=(8,), epochs=2, val_size=50,
+                     batch_size=32, optimizer="adam")  # fmt: skip
+    return config.to_json()

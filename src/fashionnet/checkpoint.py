@@ -204,6 +204,8 @@ def _read_validated(zf: zipfile.ZipFile, path: Path) -> tuple[dict[str, Any], di
         if info.file_size > nbytes + _MAX_NPY_HEADER:
             raise CheckpointError(f"{path}: member {name}.npy is larger than its shape says")
         arrays[name] = _read_array(zf, f"{name}.npy", path, shape, dtype)
+        if dtype.kind == "f" and not np.isfinite(arrays[name]).all():
+            raise CheckpointError(f"{path}: {name} holds non-finite values")
     return meta, arrays
 
 

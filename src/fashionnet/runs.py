@@ -247,7 +247,7 @@ class Run:
                 stale.unlink()
             state = TrainState()
             if self._resume and last.exists():
-                state = load_last(last, model, optimizer, rng, checksum)
+                state = load_last(last, model, optimizer, rng, checksum, len(x))
             elif not self._resume:
                 self._write_json("config.json", config.to_json())
         except BaseException:
