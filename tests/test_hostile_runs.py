@@ -136,6 +136,27 @@ def test_a_run_folder_in_use_is_refused(tmp_path, data_dir, capsys):
     assert main(["train", "--resume", str(run), "--quiet", "--no-report"]) == 0  # free again
 
 
+def test_a_second_run_into_a_folder_being_started_takes_nothing_of_the_first(tmp_path, data_dir,
+                                                                          capsys):  # fmt: skip
+    # the race: run 1 has made the folder and taken its lock but not yet written config.json
+    # when run 2 arrives (so run 2 sees no run there); run 1 writes config.json; run 2 must
+    # then fail on the lock and leave run 1's files alone
+    run = tmp_path / "run"
+    run.mkdir()
+    fd = lock_folder(run)
+    try:
+        from fashionnet import runs
+        from fashionnet.config import RunConfig
+
+        second = runs.Run(RunConfig.from_json(small_config(data_dir)), run)
+        (run / "config.json").write_text("run 1's")
+        with pytest.raises(FolderLocked):
+            second.train(progress=False)
+        assert (run / "config.json").read_text() == "run 1's"
+    finally:
+        os.close(fd)
+
+
 def test_stale_temp_files_are_only_fashionnets_own(tmp_path, data_dir):
     run = tmp_path / "run"
     run.mkdir()
@@ -244,12 +265,22 @@ DAMAGED_RUNS = {
 
 @pytest.mark.parametrize("damage", DAMAGED_RUNS)
 def test_a_damaged_run_folder_refuses_to_resume_in_one_line(damage, tmp_path, data_dir, capsys):
-    from fashionnet import runs
+    run = damaged_run(tmp_path / "run", data_dir, damage)
+    before = sorted(p.name for p in run.iterdir())
+    assert main(["train", "--resume", str(run), "--quiet", "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(run) in err, err
+    assert sorted(p.name for p in run.iterdir()) == before  # nothing written, nothing removed
 
-    run = tmp_path / "run"
+
+def damaged_run(run, data_dir, damage):
+    """A run folder stopped after step 3 (so resumable), then damaged as DAMAGED_RUNS says."""
+    from fashionnet import runs
+    from fashionnet.config import RunConfig
+
     real_fit = runs.fit
 
-    def stop_mid_epoch(model, optimizer, *args, **kwargs):  # leaves a resumable folder
+    def stop_mid_epoch(model, optimizer, *args, **kwargs):
         def stop(state):
             if optimizer.steps == 3:
                 state.stop_requested = "SIGINT"
@@ -259,16 +290,10 @@ def test_a_damaged_run_folder_refuses_to_resume_in_one_line(damage, tmp_path, da
 
     runs.fit = stop_mid_epoch
     try:
-        assert (
-            runs.Run(
-                runs.RunConfig.from_json({**json.loads(json.dumps(small_config(data_dir)))}), run
-            )
-            .train(progress=False)
-            .interrupted
-            == "SIGINT"
-        )
+        result = runs.Run(RunConfig.from_json(small_config(data_dir)), run).train(progress=False)
     finally:
         runs.fit = real_fit
+    assert result.interrupted == "SIGINT"
     where, edit = DAMAGED_RUNS[damage]
     if where == "config":
         config = json.loads((run / "config.json").read_text())
@@ -280,11 +305,7 @@ def test_a_damaged_run_folder_refuses_to_resume_in_one_line(damage, tmp_path, da
         rewrite_checkpoint(run / "last.npz", edit_meta=edit)
     else:
         rewrite_checkpoint(run / "last.npz", edit_arrays=edit)
-    before = sorted(p.name for p in run.iterdir())
-    assert main(["train", "--resume", str(run), "--quiet", "--no-report"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and str(run) in err, err
-    assert sorted(p.name for p in run.iterdir()) == before  # nothing written, nothing removed
+    return run
 
 
 def small_config(data_dir):

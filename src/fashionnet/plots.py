@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ._fsutil import atomic_write
+from ._fsutil import atomic_write, open_regular
 from .layers import Conv2D, Linear
 from .model import Classifier, Sequential, unwrap
 
@@ -138,10 +138,20 @@ def confidence_histogram(probs: np.ndarray, labels: np.ndarray, path: Path) -> N
     plt.close(fig)
 
 
+MAX_HISTORY_BYTES = 64 << 20  # a run's history is a few hundred bytes an epoch
+
+
 def _read_history(path: Path) -> list[dict[str, Any]]:
     """history.jsonl's epoch records, or one error naming the file and the line."""
     records: list[dict[str, Any]] = []
-    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+    try:
+        with open_regular(path) as f:
+            text = f.read(MAX_HISTORY_BYTES + 1).decode(errors="replace")
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read ({e.strerror or e})") from None
+    if len(text) > MAX_HISTORY_BYTES:
+        raise ValueError(f"{path}: over {MAX_HISTORY_BYTES:,} bytes, not a run's history")
+    for n, line in enumerate(text.splitlines(), 1):
         try:
             record = json.loads(line) if line.strip() else None
         except (ValueError, RecursionError) as e:
@@ -170,19 +180,18 @@ def write_report(
     evaluation: dict[str, Any],
 ) -> list[Path]:
     """Every picture into run_dir/report/, plus report.html and report.md; returns the files."""
+    history_file = run_dir / "history.jsonl"  # read first: a damaged one leaves no folder
+    history = _read_history(history_file) if history_file.exists() else []
     out = run_dir / "report"
     out.mkdir(exist_ok=True)
     names = list(meta.get("class_names", [str(i) for i in range(probs.shape[1])]))
     shape = (images.shape[1], images.shape[2])
     predicted = probs.argmax(axis=1)
     pictures: dict[str, Path] = {}
-    history_file = run_dir / "history.jsonl"
-    if history_file.exists():
-        history = _read_history(history_file)
-        if history:
-            pictures["Learning curves"] = out / "learning_curves.png"
-            best = int(meta.get("metrics", {}).get("best_epoch", history[-1]["epoch"]))
-            learning_curves(history, best, pictures["Learning curves"])
+    if history:
+        pictures["Learning curves"] = out / "learning_curves.png"
+        best = int(meta.get("metrics", {}).get("best_epoch", history[-1]["epoch"]))
+        learning_curves(history, best, pictures["Learning curves"])
     pictures["Confusion matrix"] = out / "confusion_matrix.png"
     confusion_heatmap(np.array(evaluation["confusion_matrix"]), names, pictures["Confusion matrix"])
     wrong = np.flatnonzero(predicted != labels)

@@ -202,8 +202,9 @@ class Run:
         self._made = self._make_folder()
         try:
             self._lock = lock_folder(self.folder)
-        except BaseException:
-            self._undo()
+        except BaseException:  # another run holds it: what is in it is that run's, not ours
+            if self._made:
+                shutil.rmtree(self.folder, ignore_errors=True)
             raise
 
     def _undo(self) -> None:
