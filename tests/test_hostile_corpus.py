@@ -7,7 +7,9 @@ the data, checkpoint and run-folder tests."""
 from __future__ import annotations
 
 import gzip
+import json
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -342,30 +344,44 @@ def test_the_corpus_is_large_enough():
     assert len(CASES) >= 150
 
 
+# Linux counts a child's peak RSS from the memory of the process it was forked from, and the
+# pytest process can be large (PyTorch, loaded by other tests): so a small launcher, started
+# fresh, spawns the case and reports that grandchild's own exit code and rusage
+LAUNCHER = """
+import json, os, sys
+argv = [sys.executable, "-m", "fashionnet", *sys.argv[2:]]
+pid = os.posix_spawn(sys.executable, argv, os.environ)
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    json.dump([os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024,
+               usage.ru_utime + usage.ru_stime], f)
+"""
+
+
 def run_measured(argv: list[str], stdin: bytes, cwd: Path) -> tuple[int, bytes, bytes, int, float]:
     """(exit code, stdout, stderr, peak RSS in bytes, CPU seconds) of `fashionnet ARGV`, the
     last two from the kernel's accounting of that one process."""
-    out, err = cwd / ".case.out", cwd / ".case.err"
+    out, err, report = cwd / ".case.out", cwd / ".case.err", cwd / ".case.json"
     with open(out, "wb") as o, open(err, "wb") as e, tempfile.TemporaryFile() as i:
         i.write(stdin)
         i.seek(0)
-        proc = subprocess.Popen([sys.executable, "-m", "fashionnet", *argv], cwd=cwd,
-                                stdin=i, stdout=o, stderr=e)  # fmt: skip
-        guard = threading.Timer(HANG_GUARD_S, proc.kill)
+        proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(report), *argv], cwd=cwd,
+                                stdin=i, stdout=o, stderr=e, start_new_session=True)  # fmt: skip
+        guard = threading.Timer(HANG_GUARD_S, os.killpg, (proc.pid, signal.SIGKILL))
         guard.start()
         try:
-            _, status, usage = os.wait4(proc.pid, 0)  # reaped here, with its own rusage
-        except BaseException:
-            proc.kill()
             proc.wait()
-            raise
         finally:
             guard.cancel()
-    proc.returncode = os.waitstatus_to_exitcode(status)  # so Popen knows it is reaped
-    result = (proc.returncode, out.read_bytes(), err.read_bytes())
-    out.unlink()
-    err.unlink()
-    return (*result, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime)
+            if proc.poll() is None:  # interrupted: the case and its launcher go together
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    assert proc.returncode == 0, f"the case was killed ({proc.returncode}): it hung"
+    code, rss, cpu = json.loads(report.read_text())
+    result = (code, out.read_bytes(), err.read_bytes(), rss, cpu)
+    for path in (out, err, report):
+        path.unlink()
+    return result
 
 
 def files_under(root: Path) -> set[Path]:
