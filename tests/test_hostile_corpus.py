@@ -391,12 +391,7 @@ def files_under(root: Path) -> set[Path]:
 @pytest.mark.parametrize("name", CASES)
 def test_every_hostile_input_is_refused_in_one_line(name, tmp_path):
     category, make = CASES[name]
-    data = tmp_path / "data"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 300), ("test", 60)):
-        np.savez(data / f"{split}.npz", x=rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
-                 y=rng.integers(0, 10, n))  # fmt: skip
+    data = test_hostile_runs.write_dataset(tmp_path / "data")
     model = tmp_path / "model.npz"
     save_checkpoint(model, mlp(784, [8], 10, rng=np.random.default_rng(0)))
     c = make(Setup(tmp_path, data, model))
