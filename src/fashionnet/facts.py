@@ -1,6 +1,6 @@
 """What a model file says besides its weights, parsed once and checked against the model:
 the layer config's shape (before anything recurses into it), the class names, the image shape
-and the input scale. Every consumer (predict, evaluate, report, export, serve) then trusts them."""
+and the input scale. Every consumer (predict, evaluate, report, export) then trusts them."""
 
 from __future__ import annotations
 
