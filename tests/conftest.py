@@ -114,3 +114,19 @@ def write_idx_folder(folder, rng, n_train=30, n_test=10, gz=True):
         else:
             (folder / name).write_bytes(raw)
     return files
+
+
+def fit_stopping_at(step):
+    """fashionnet.runs.fit, except that the run stops (as after a Ctrl-C) once the optimizer has
+    taken `step` steps: monkeypatch it in to get a resumable run folder, placed by an event."""
+    from fashionnet import train
+
+    def fit(model, optimizer, *args, **kwargs):
+        def stop(state):
+            if optimizer.steps == step:
+                state.stop_requested = "SIGINT"
+
+        kwargs["step_callbacks"] = [*kwargs.get("step_callbacks", []), stop]
+        return train.fit(model, optimizer, *args, **kwargs)
+
+    return fit

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import fit_stopping_at
 from fashionnet import _fsutil
 from fashionnet._fsutil import FolderLocked, NotARegularFile, lock_folder, open_regular
 from fashionnet.checkpoint import save_checkpoint
@@ -244,17 +245,7 @@ def damaged_run(run, data_dir, damage):
     from fashionnet import runs
     from fashionnet.config import RunConfig
 
-    real_fit = runs.fit
-
-    def stop_mid_epoch(model, optimizer, *args, **kwargs):
-        def stop(state):
-            if optimizer.steps == 3:
-                state.stop_requested = "SIGINT"
-
-        kwargs["step_callbacks"] = [*kwargs.get("step_callbacks", []), stop]
-        return real_fit(model, optimizer, *args, **kwargs)
-
-    runs.fit = stop_mid_epoch
+    real_fit, runs.fit = runs.fit, fit_stopping_at(3)
     try:
         result = runs.Run(RunConfig.from_json(small_config(data_dir)), run).train(progress=False)
     finally:

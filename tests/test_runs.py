@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import fit_stopping_at
 from fashionnet import runs
 from fashionnet.checkpoint import read_checkpoint
 from fashionnet.cli import main
@@ -131,17 +132,7 @@ def test_a_run_whose_config_json_predates_runconfig_resumes_identically(
 ):
     config = small(data_dir, epochs=3, dropout=0.1, checkpoint_every=4)
     reference = runs.Run(config, tmp_path / "reference").train(progress=False)
-    real_fit = runs.fit
-
-    def fit_stopping_after_step_9(model, optimizer, *args, **kwargs):
-        def stop(state):
-            if optimizer.steps == 9:
-                state.stop_requested = "SIGINT"
-
-        kwargs["step_callbacks"] = [*kwargs.get("step_callbacks", []), stop]
-        return real_fit(model, optimizer, *args, **kwargs)
-
-    monkeypatch.setattr(runs, "fit", fit_stopping_after_step_9)
+    monkeypatch.setattr(runs, "fit", fit_stopping_at(9))
     folder = tmp_path / "run"
     stopped = runs.Run(config, folder).train(progress=False)
     monkeypatch.undo()
