@@ -119,3 +119,119 @@ def test_photos_on_white_match_the_originals(tmp_path, real_data, capsys):
     same = sum(x == y for x, y in zip(a, b, strict=True))
     print(f"{same} of 20 photos on white agree with their originals")
     assert same >= 16
+
+
+def test_arrays_without_labels_npy_and_folders(model_file, tmp_path, rng, capsys):
+    path, model = model_file
+    images = np.zeros((3, 28, 28), np.uint8)
+    images[:, 2:-2, 4:-4] = rng.integers(1, 256, (3, 24, 20))
+    expected = [CLASS_NAMES[c] for c in model.predict(to_float(images))]
+    np.savez(tmp_path / "x_only.npz", x=images)
+    np.save(tmp_path / "batch.npy", images)
+    np.save(tmp_path / "one.npy", images[0] / 255.0)  # one image, floats 0..1
+    for name, want in (
+        ("x_only.npz", expected),
+        ("batch.npy", expected),
+        ("one.npy", expected[:1]),
+    ):
+        assert main(["predict", str(path), str(tmp_path / name), "--json"]) == 0
+        assert predicted(capsys) == want, name
+    folder = tmp_path / "pictures"
+    (folder / "b").mkdir(parents=True)
+    (folder / ".hidden").mkdir()
+    for i, where in enumerate(["b/2.png", "1.png", "b/0.PNG"]):
+        Image.fromarray(images[i]).save(folder / where)
+    Image.fromarray(images[0]).save(folder / ".hidden" / "x.png")
+    (folder / "notes.txt").write_text("not a picture")
+    assert main(["predict", str(path), str(folder), "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["input"] for line in lines] == [
+        str(folder / "1.png"),
+        str(folder / "b/0.PNG"),
+        str(folder / "b/2.png"),
+    ]
+    assert [line["predictions"][0]["class"] for line in lines] == [
+        expected[1],
+        expected[2],
+        expected[0],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "words"),
+    [
+        ("text.png", b"hello, I am text\n", "text.png: not an image (it starts with b'hello, I"),
+        ("labels-idx1-ubyte", None, "a list of 3 numbers (labels?), expected images"),
+        ("empty", b"", "unknown input (expected an image"),
+        ("wide.csv", b"1,2,3\n4,5,6\n", "rows of 3 values, expected 784 pixels"),
+        ("cube.npy", np.zeros((2, 3, 4, 5)), "shape (2, 3, 4, 5), expected images"),
+        ("pickled.npy", np.array([{"a": 1}], dtype=object), "object"),
+    ],
+)
+def test_wrong_inputs_name_the_file_and_what_was_expected(model_file, tmp_path, name, content,
+                                                          words, capsys):  # fmt: skip
+    path, _ = model_file
+    target = tmp_path / name
+    if content is None:
+        write_idx(target, np.array([1, 2, 3], np.uint8))
+    elif isinstance(content, bytes):
+        target.write_bytes(content)
+    else:
+        np.save(target, content, allow_pickle=True)
+    assert main(["predict", str(path), str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and words in err and "0x" not in err, err
+
+
+def test_show_draws_each_input_beside_what_the_model_saw(model_file, tmp_path, capsys):
+    path, _ = model_file
+    picture = np.full((90, 60, 3), 255, np.uint8)
+    picture[10:80, 20:40] = 30
+    Image.fromarray(picture).save(tmp_path / "photo.jpg")
+    np.savez(tmp_path / "x.npz", x=np.zeros((2, 28, 28), np.uint8))
+    out = tmp_path / "seen.png"
+    args = ["predict", str(path), str(tmp_path / "photo.jpg"), str(tmp_path / "x.npz")]
+    assert main([*args, "--show", str(out)]) == 0
+    with Image.open(out) as sheet:
+        assert sheet.height > sheet.width  # one row per input, three of them
+    assert "what the model saw" in capsys.readouterr().err
+    assert main([*args, "--show", str(tmp_path / "seen.txt")]) == 2
+
+
+def test_classify_takes_paths_pictures_and_arrays(model_file, tmp_path, rng):
+    from fashionnet import classify
+
+    path, model = model_file
+    images = np.zeros((2, 28, 28), np.uint8)
+    images[:, 3:-3, 5:-5] = rng.integers(1, 256, (2, 22, 18))
+    want = [CLASS_NAMES[c] for c in model.predict(to_float(images))]
+    Image.fromarray(images[0]).save(tmp_path / "0.png")
+    one = classify(path, tmp_path / "0.png", top_k=3)
+    assert [p["label"] for p in one][:1] == want[:1] and len(one) == 3
+    assert [p["score"] for p in one] == sorted((p["score"] for p in one), reverse=True)
+    assert classify(model, Image.fromarray(images[1]))[0]["label"] == want[1]
+    assert classify(path.parent / "m.npz", images[1] / 255.0)[0]["label"] == want[1]
+    many = classify(model, [images[0], (tmp_path / "0.png").read_bytes(), images[1].astype(float)])
+    assert [found[0]["label"] for found in many] == [want[0], want[0], want[1]]
+    batch = classify(model, images)
+    assert [found[0]["label"] for found in batch] == want
+    with pytest.raises(ValueError, match="top_k"):
+        classify(model, images, top_k=0)
+
+
+@pytest.mark.parametrize(
+    ("x", "words"),
+    [
+        (
+            np.zeros((2, 28, 28), np.uint8),
+            "got uint8 values: convert images with fashionnet.to_float",
+        ),
+        (np.full((2, 784), 255.0, np.float32), "whole numbers up to 255: divide by 255"),
+        (np.zeros((2, 32, 32), np.float32), r"inputs of shape \(1024,\) per sample"),
+    ],
+)
+def test_model_predict_refuses_inputs_it_would_get_wrong(rng, x, words):
+    model = mlp(784, [8], 10, rng=rng)
+    with pytest.raises(ValueError, match=words):
+        model.predict(x)
+    assert model.predict(to_float(np.zeros((2, 28, 28), np.uint8))).shape == (2,)  # (n, h, w) ok

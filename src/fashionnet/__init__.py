@@ -2,6 +2,7 @@
 
 from ._version import __version__
 from .checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
+from .classify import classify
 from .data import (
     CLASS_NAMES,
     DataError,
@@ -41,6 +42,7 @@ __all__ = [
     "Tanh",
     "TrainingDiverged",
     "__version__",
+    "classify",
     "cnn",
     "evaluate",
     "fit",

@@ -114,22 +114,49 @@ class Sequential:
     def n_parameters(self) -> int:
         return sum(p.data.size for p in self.parameters())
 
-    def predict_proba(self, x: Array, *, batch_size: int = INFERENCE_BATCH) -> Array:
-        """Class probabilities (n, n_classes), evaluated in large batches without caching."""
-        xp = array_namespace(x)
-        if len(x) == 0:
-            raise ValueError("predict needs at least one sample")
-        parts = [softmax(self.forward(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
-        return parts[0] if len(parts) == 1 else xp.concatenate(parts)
-
-    def predict(self, x: Array, *, batch_size: int = INFERENCE_BATCH) -> Array:
-        """Predicted class indices (n,)."""
-        xp = array_namespace(x)
-        if len(x) == 0:
-            raise ValueError("predict needs at least one sample")
-        parts = [self.forward(x[i : i + batch_size]).argmax(axis=1)  # logits rank as probs do
+    def predict_proba(
+        self, x: Array, *, batch_size: int = INFERENCE_BATCH, pixels: bool = True
+    ) -> Array:
+        """Class probabilities (n, n_classes), evaluated in large batches without caching.
+        `pixels=False` lifts the 0..1 check for inputs that are not images."""
+        x = self._checked(x, pixels)
+        parts = [softmax(self._forward_checked(x[i : i + batch_size]))
                  for i in range(0, len(x), batch_size)]  # fmt: skip
-        return xp.concatenate(parts)
+        return parts[0] if len(parts) == 1 else array_namespace(x).concatenate(parts)
+
+    def predict(self, x: Array, *, batch_size: int = INFERENCE_BATCH, pixels: bool = True) -> Array:
+        """Predicted class indices (n,)."""
+        x = self._checked(x, pixels)
+        parts = [self._forward_checked(x[i : i + batch_size]).argmax(axis=1)  # logits rank as
+                 for i in range(0, len(x), batch_size)]  # probabilities do  # fmt: skip
+        return array_namespace(x).concatenate(parts)
+
+    @staticmethod
+    def _checked(x: Array, pixels: bool) -> Array:
+        """Inputs as predict takes them, floats, (n, features) or (n, h, w); what the model would
+        silently get wrong (uint8 images, pixels 0..255 as floats) is a ValueError that says how
+        to convert."""
+        if len(x) == 0:
+            raise ValueError("predict needs at least one sample")
+        if x.dtype.kind != "f":
+            raise ValueError(
+                f"predict takes float pixels 0..1, got {x.dtype} values: convert images with "
+                "fashionnet.to_float(images), which divides by 255"
+            )
+        if pixels and _looks_like_raw_pixels(x):
+            raise ValueError(
+                f"predict takes pixels 0..1, got whole numbers up to {float(x.max()):g}: divide "
+                "by 255 (fashionnet.to_float(images) does)"
+            )
+        return x.reshape(len(x), -1) if x.ndim == 3 else x
+
+    def _forward_checked(self, x: Array) -> Array:
+        try:
+            return self.forward(x)
+        except ValueError as e:  # a matmul or reshape of the wrong size
+            raise ValueError(
+                f"inputs of shape {x.shape[1:]} per sample do not fit this model ({e})"
+            ) from None
 
     def config(self) -> dict[str, Any]:
         return {"layers": [layer.spec() for layer in self.layers]}
@@ -189,20 +216,30 @@ class FlipAveraged:
     def __init__(self, model: Sequential) -> None:
         self.model = model
 
-    def predict_proba(self, x: Array, *, batch_size: int = INFERENCE_BATCH) -> Array:
-        probs = self.model.predict_proba(x, batch_size=batch_size)
-        probs += self.model.predict_proba(mirror(x), batch_size=batch_size)
+    def predict_proba(
+        self, x: Array, *, batch_size: int = INFERENCE_BATCH, pixels: bool = True
+    ) -> Array:
+        x = x.reshape(len(x), -1) if x.ndim == 3 else x
+        probs = self.model.predict_proba(x, batch_size=batch_size, pixels=pixels)
+        probs += self.model.predict_proba(mirror(x), batch_size=batch_size, pixels=pixels)
         probs *= probs.dtype.type(0.5)
         return probs
 
-    def predict(self, x: Array, *, batch_size: int = INFERENCE_BATCH) -> Array:
-        return self.predict_proba(x, batch_size=batch_size).argmax(axis=1)
+    def predict(self, x: Array, *, batch_size: int = INFERENCE_BATCH, pixels: bool = True) -> Array:
+        return self.predict_proba(x, batch_size=batch_size, pixels=pixels).argmax(axis=1)
 
     def config(self) -> dict[str, Any]:
         return {**self.model.config(), "tta": "flip"}
 
     def __repr__(self) -> str:
         return f"FlipAveraged({self.model!r})"
+
+
+def _looks_like_raw_pixels(x: Array) -> bool:
+    """Floats that are whole numbers from 0 to over 1: 0..255 pixels cast without scaling (real
+    features, standardised or not, are not all whole numbers)."""
+    xp = array_namespace(x)
+    return bool(x.max() > 1.5 and x.min() >= 0 and xp.all(x == xp.round(x)))
 
 
 # what predicts: a Sequential, or one wrapped for test-time augmentation

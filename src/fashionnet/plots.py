@@ -84,6 +84,29 @@ def image_grid(images: np.ndarray, titles: list[str], path: Path, *, columns: in
     plt.close(fig)
 
 
+def prediction_sheet(
+    pictures: list[Any], views: np.ndarray, captions: list[str], path: Path
+) -> None:
+    """Each input (a PIL picture, or None when there is none to show) beside the view the model
+    saw, captioned with its top classes: when a prediction is wrong, this shows why."""
+    plt = _pyplot()
+    rows = len(views)
+    fig, axes = plt.subplots(rows, 2, figsize=(6.4, 2.6 * rows), squeeze=False)
+    for (left, right), picture, view, caption in zip(axes, pictures, views, captions, strict=True):
+        if picture is not None:
+            left.imshow(picture, cmap="gray" if picture.mode in ("L", "I", "F") else None)
+        left.set_title("input", fontsize=9)
+        right.imshow(view, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        right.set_title(f"what the model saw ({view.shape[1]}x{view.shape[0]})", fontsize=9)
+        left.set_xlabel(caption, fontsize=9, loc="left")
+        for ax in (left, right):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
 def first_layer(model: Sequential, image_shape: tuple[int, int], path: Path) -> None:
     """The first Linear layer's weights as images, or the first Conv2D's filters."""
     plt = _pyplot()

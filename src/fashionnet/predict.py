@@ -1,38 +1,28 @@
-"""Inputs for prediction: image files, CSV / IDX / NPZ files, or bytes from stdin, as uint8 images.
+"""Inputs for prediction, as the model's uint8 images: picture files, folders of them, CSV / IDX /
+NPZ / NPY files, bytes from stdin, and from Python PIL images and arrays.
 
-A photo is turned into what the model saw in training: grayscale, the object centred on a square
-canvas, resized to the training size, and inverted when its background is light (Fashion-MNIST
-items are light on black; product photos are usually dark on white).
+Every picture goes through the one pipeline in images.py; arrays that already have the model's
+image size are taken as they are (they are dataset images), other arrays are pictures too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .data import DataError, read_idx, read_npz
+from .data import DataError, read_idx
 from .data.formats import _read_bytes, parse_csv
-from .data.image_folders import IMAGE_SUFFIXES, open_image
+from .data.image_folders import IMAGE_SUFFIXES
+from .data.npzfile import read_arrays
+from .images import array_to_gray, prepare
 
 IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"RIFF")
-
-
-def prepare_image(raw: bytes, name: str, size: tuple[int, int]) -> np.ndarray:
-    """Image bytes of any size and colour -> uint8 (h, w) like a training image."""
-    from PIL import Image  # imported here: only photos need it
-
-    with open_image(raw, name) as im:
-        gray = np.asarray(im.convert("L"), dtype=np.uint8)
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    if border.mean() > 127:  # light background: invert, so the object is light on black
-        gray = 255 - gray
-    h, w = gray.shape
-    side = max(h, w)
-    canvas = np.zeros((side, side), np.uint8)  # pad to a square, keeping the aspect ratio
-    canvas[(side - h) // 2 : (side - h) // 2 + h, (side - w) // 2 : (side - w) // 2 + w] = gray
-    out = Image.fromarray(canvas).resize((size[1], size[0]), Image.Resampling.LANCZOS)
-    return np.asarray(out, dtype=np.uint8)
+ARRAY_SUFFIXES = (".npz", ".npy")
+IDX_SUFFIXES = (".idx", ".gz", ".ubyte")
+EXPECTED = "an image (PNG, JPEG, GIF, BMP, WebP), a folder of them, .csv, .npz, .npy, IDX or -"
 
 
 def _csv_images(raw: bytes, name: str, n_pixels: int) -> np.ndarray:
@@ -46,51 +36,144 @@ def _csv_images(raw: bytes, name: str, n_pixels: int) -> np.ndarray:
             first = line
             break
         start = end + 1
-    has_labels = first.count(b",") + 1 != n_pixels
-    return parse_csv(raw, Path(name), has_labels=has_labels).images
+    width = first.count(b",") + 1
+    if first and width not in (n_pixels, n_pixels + 1):
+        raise DataError(
+            f"{name}: rows of {width} values, expected {n_pixels} pixels (or a label and "
+            f"{n_pixels} pixels)"
+        )
+    images = parse_csv(raw, Path(name), has_labels=width != n_pixels).images
+    side = _square(n_pixels)
+    return images.reshape(len(images), side, side) if images.ndim == 2 and side else images
 
 
-def load_inputs(
-    paths: list[str], image_shape: tuple[int, int], stdin: bytes | None = None
-) -> tuple[list[str], np.ndarray]:
-    """(a name per image, uint8 images (n, h, w)) from every input; '-' reads `stdin`."""
-    names: list[str] = []
-    images: list[np.ndarray] = []
-    n_pixels = image_shape[0] * image_shape[1]
+def as_images(batch: np.ndarray, name: str, shape: tuple[int, int]) -> np.ndarray:
+    """Arrays from a file or from Python -> uint8 (n, h, w) at the model's `shape`.
+
+    (n, h, w) or one (h, w) image; flat (n, h*w) rows when h*w is the model's or a square; uint8,
+    uint16 or floats 0..1 / 0..255. Images of another size are pictures: the pipeline frames them.
+    """
+    n_pixels = shape[0] * shape[1]
+    if batch.ndim == 2 and batch.shape[1] == n_pixels and batch.shape != shape:
+        batch = batch.reshape(len(batch), *shape)
+    elif batch.ndim == 2 and batch.shape != shape and _square(batch.shape[1]):
+        side = _square(batch.shape[1])
+        batch = batch.reshape(len(batch), side, side)
+    elif batch.ndim == 2 or (
+        batch.ndim == 3 and batch.shape[-1] in (3, 4) and min(batch.shape[:2]) > 4
+    ):
+        batch = batch[None]  # one picture, gray or colour
+    if batch.ndim == 1:
+        raise DataError(
+            f"{name}: a list of {len(batch)} numbers (labels?), expected images (n, "
+            f"{shape[0]}, {shape[1]})"
+        )
+    if (
+        batch.ndim not in (3, 4)
+        or 0 in batch.shape
+        or (batch.ndim == 4 and batch.shape[-1] not in (3, 4))
+    ):
+        raise DataError(f"{name}: an array of shape {batch.shape}, expected images (n, h, w)")
+    if batch.dtype == np.uint8 and batch.shape[1:] == shape:
+        return batch
+    views = [np.clip(array_to_gray(im, name), 0, 255).round().astype(np.uint8)
+             if im.shape == shape else prepare(im, shape, name=name) for im in batch]  # fmt: skip
+    return np.stack(views)
+
+
+def _square(n: int) -> int:
+    side = round(n**0.5)
+    return side if side * side == n and side > 1 else 0
+
+
+def _folder_images(folder: Path) -> list[Path]:
+    """The pictures in a folder and its sub-folders, sorted, hidden entries left out."""
+    found = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]  # fmt: skip
+    if not found:
+        raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    return sorted(found)
+
+
+def _file(path: Path, shape: tuple[int, int]) -> tuple[list[str], np.ndarray]:
+    """(names, uint8 images) of one input file, by its name and, failing that, its first bytes."""
+    suffix, name = path.suffix.lower(), str(path)
+    if suffix in IMAGE_SUFFIXES:
+        return [name], prepare(_read_bytes(path), shape, name=name)[None]
+    if suffix in ARRAY_SUFFIXES:
+        return _numbered(name, as_images(read_arrays(path), name, shape))
+    if suffix == ".csv":
+        return _numbered(name, _csv_images(_read_bytes(path), name, shape[0] * shape[1]))
+    if "idx" in path.name or suffix in IDX_SUFFIXES:
+        return _numbered(name, as_images(read_idx(path), name, shape))
+    raw = _read_bytes(path)
+    if raw.startswith(IMAGE_MAGIC):
+        return [name], prepare(raw, shape, name=name)[None]
+    if raw.startswith((b"PK\x03\x04", b"\x93NUMPY")):
+        return _numbered(name, as_images(read_arrays(path), name, shape))
+    raise DataError(f"{name}: unknown input (expected {EXPECTED})")
+
+
+def _numbered(name: str, batch: np.ndarray) -> tuple[list[str], np.ndarray]:
+    return [f"{name}:{i}" for i in range(len(batch))], batch
+
+
+def iter_inputs(
+    paths: Iterable[str], shape: tuple[int, int], stdin: bytes | None = None
+) -> Iterator[tuple[list[str], np.ndarray]]:
+    """(names, uint8 images) per input, in order; a folder gives one per picture in it."""
     for arg in paths:
         if arg == "-":
             raw = stdin or b""
             if raw.startswith(IMAGE_MAGIC):
-                names.append("-")
-                images.append(prepare_image(raw, "stdin", image_shape)[None])
+                yield ["-"], prepare(raw, shape, name="stdin")[None]
             else:
-                batch = _csv_images(raw, "stdin", n_pixels)
-                names += [f"-:{i}" for i in range(len(batch))]
-                images.append(batch)
+                yield _numbered("-", _csv_images(raw, "stdin", shape[0] * shape[1]))
             continue
         path = Path(arg)
-        if not path.is_file():
-            raise DataError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
-        suffix = path.suffix.lower()
-        if suffix in IMAGE_SUFFIXES:
-            names.append(str(path))
-            images.append(prepare_image(_read_bytes(path), str(path), image_shape)[None])
-            continue
-        if suffix == ".npz":
-            batch = read_npz(path).images
-        elif suffix == ".csv":
-            batch = _csv_images(_read_bytes(path), str(path), n_pixels)
-        elif "idx3" in path.name or suffix in (".idx", ".gz", ".ubyte"):
-            batch = read_idx(path)
+        if path.is_dir():
+            for picture in _folder_images(path):
+                yield [str(picture)], prepare(_read_bytes(picture), shape, name=str(picture))[None]
+        elif not path.exists():
+            raise DataError(f"{path}: no such file or folder")
         else:
-            raise DataError(
-                f"{path}: unknown input (expected an image, .csv, .npz, an IDX file or -)"
-            )
-        if batch.ndim != 3 or batch.shape[1:] != image_shape or batch.dtype != np.uint8:
-            raise DataError(
-                f"{path}: images are {batch.shape[1:]} {batch.dtype}, "
-                f"the model expects {image_shape} uint8"
-            )
-        names += [f"{path}:{i}" for i in range(len(batch))]
+            yield _file(path, shape)
+
+
+def load_inputs(
+    paths: list[str], shape: tuple[int, int], stdin: bytes | None = None
+) -> tuple[list[str], np.ndarray]:
+    """(a name per image, uint8 images (n, h, w)) from every input; '-' reads `stdin`."""
+    names: list[str] = []
+    images: list[np.ndarray] = []
+    for found, batch in iter_inputs(paths, shape, stdin):
+        names += found
         images.append(batch)
+    return names, np.concatenate(images)
+
+
+def to_images(inputs: Any, shape: tuple[int, int]) -> tuple[list[str], np.ndarray]:
+    """What classify() takes, as (names, uint8 images): a path (str or Path), bytes, a PIL image,
+    an array (one picture, or a batch), or a list of any of these."""
+    from PIL import Image
+
+    one = isinstance(inputs, str | Path | bytes | Image.Image | np.ndarray)
+    names: list[str] = []
+    images: list[np.ndarray] = []
+    for i, item in enumerate([inputs] if one else list(inputs)):
+        if isinstance(item, str | Path):
+            found, batch = load_inputs([str(item)], shape)
+        elif isinstance(item, bytes):
+            found, batch = [f"bytes:{i}"], prepare(item, shape, name=f"input {i}")[None]
+        elif isinstance(item, Image.Image):
+            found, batch = [f"image:{i}"], prepare(item, shape, name=f"input {i}")[None]
+        else:
+            batch = as_images(np.asarray(item), f"input {i}", shape)
+            found = (
+                [f"array:{i}"] if len(batch) == 1 else [f"array:{i}:{j}" for j in range(len(batch))]
+            )
+        names += found
+        images.append(batch)
+    if not images:
+        raise DataError("no inputs")
     return names, np.concatenate(images)

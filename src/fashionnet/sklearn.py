@@ -129,7 +129,7 @@ class FashionNetClassifier(ClassifierMixin, BaseEstimator):
         x = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         # float64 inference: each row's probabilities then cannot depend on which other rows
         # share its batch (float32 BLAS kernels differ by batch shape in the 7th digit)
-        probs = self.model_.predict_proba(x.astype(np.float64))
+        probs = self.model_.predict_proba(x.astype(np.float64), pixels=False)
         return probs[:, : len(self.classes_)] if len(self.classes_) == 1 else probs
 
     def predict(self, X: Any) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""fashionnet predict MODEL INPUT...: the most probable classes of photos, CSV, NPZ, IDX images."""
+"""fashionnet predict MODEL INPUT...: the most probable classes of photos, folders of them, CSV,
+NPZ, NPY and IDX images; --show draws what the model saw."""
 
 from __future__ import annotations
 
@@ -10,34 +11,70 @@ from typing import Any
 
 import numpy as np
 
-from ..data import CLASS_NAMES, to_float
+from ..classify import open_model, top_classes
+from ..data import to_float
+from ..data.image_folders import IMAGE_SUFFIXES, open_image
+from ..images import to_gray
 from ..predict import load_inputs
-from ._common import MODEL_HELP, load_model, positive_int, shown
+from ._common import MODEL_HELP, UsageError, model_path, positive_int, shown
+
+MAX_SHOWN = 64  # pictures on a --show sheet; more would make a page nobody reads
 
 
 def add_parser(sub: Any) -> None:
-    pr = sub.add_parser("predict", help="classify images with a saved model")
+    pr = sub.add_parser("predict", help="classify images with a saved model",
+                        description="Classify pictures (photos are framed as the training images "
+                        "were: see docs/photos.md) and image files.")  # fmt: skip
     pr.add_argument("model", type=Path, help=MODEL_HELP)
-    pr.add_argument("inputs", nargs="+", help="PNG/JPEG images, .csv, .npz, IDX files, - (stdin)")
+    pr.add_argument("inputs", nargs="+", help="PNG/JPEG/GIF/BMP/WebP pictures, folders of them "
+                    "(searched recursively), .csv, .npz, .npy, IDX files, - (stdin)")  # fmt: skip
     pr.add_argument("--top-k", type=positive_int, default=1,
                     help="the K most probable classes (default: 1)")  # fmt: skip
-    pr.add_argument("--json", action="store_true", help="one JSON object per image")
+    pr.add_argument("--json", action="store_true",
+                    help="one JSON object per image (default: one line of text)")  # fmt: skip
+    pr.add_argument("--show", type=Path, metavar="OUT.png",
+                    help=f"also draw each input beside the view the model saw, with its top "
+                    f"classes (the first {MAX_SHOWN}) (default: no picture)")  # fmt: skip
+
+
+def _original(name: str) -> Any:
+    """The picture a name points to, upright, for the --show sheet (None for other inputs)."""
+    from PIL import Image, ImageOps
+
+    path = Path(name)
+    if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+        return None
+    with open_image(path, name) as im:
+        if im.mode.startswith(("I", "F")):  # 16/32-bit gray: scaled as the pipeline scales it
+            return Image.fromarray(to_gray(im).astype(np.uint8))
+        picture = ImageOps.exif_transpose(im)
+        picture.thumbnail((512, 512))
+        return picture.convert("RGBA" if "A" in picture.mode else "RGB")
 
 
 def run(args: argparse.Namespace) -> int:
-    model, meta = load_model(args.model)
-    shape = tuple(meta.get("image_shape", (28, 28)))
-    names = [shown(n) for n in meta.get("class_names", CLASS_NAMES)]
+    if args.show is not None and args.show.suffix.lower() not in (".png", ".svg", ".pdf", ".jpg"):
+        raise UsageError(f"--show {shown(args.show)}: expected a .png, .svg, .pdf or .jpg name")
+    loaded = open_model(model_path(args.model))
+    names = tuple(shown(n) for n in loaded.class_names)
     stdin = sys.stdin.buffer.read() if "-" in args.inputs else None
-    labels, images = load_inputs(args.inputs, (int(shape[0]), int(shape[1])), stdin)
-    probs = model.predict_proba(to_float(images))
-    k = min(args.top_k, probs.shape[1])
-    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    for label, row, best in zip(labels, probs, top, strict=True):
-        picks = [(names[c], float(row[c])) for c in best]
+    labels, images = load_inputs(args.inputs, loaded.image_shape, stdin)
+    probs = loaded.model.predict_proba(to_float(images))
+    found = top_classes(probs, names, args.top_k)
+    for label, picks in zip(labels, found, strict=True):
         if args.json:
-            found = [{"class": n, "probability": p} for n, p in picks]
-            print(json.dumps({"input": label, "predictions": found}))
+            top = [{"class": p["label"], "probability": p["score"]} for p in picks]
+            print(json.dumps({"input": label, "predictions": top}))
         else:
-            print(label + "  " + "  ".join(f"{n} {p:.4f}" for n, p in picks))
+            print(shown(label) + "  " + "  ".join(f"{p['label']} {p['score']:.4f}" for p in picks))
+    if args.show is not None:
+        from ..plots import prediction_sheet
+
+        n = min(len(labels), MAX_SHOWN)
+        captions = [shown(Path(label).name) + "\n" +
+                    "\n".join(f"{p['label']} {p['score']:.2f}" for p in picks[:3])
+                    for label, picks in zip(labels[:n], found[:n], strict=True)]  # fmt: skip
+        prediction_sheet([_original(x) for x in labels[:n]], images[:n], captions, args.show)
+        more = f" (the first {n} of {len(labels)})" if n < len(labels) else ""
+        print(f"what the model saw: {shown(args.show)}{more}", file=sys.stderr)
     return 0

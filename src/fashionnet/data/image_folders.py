@@ -41,8 +41,19 @@ def open_image(source: Path | bytes, name: str) -> Iterator[Any]:
                 yield im
         except DataError:
             raise
+        except UnidentifiedImageError:  # Pillow's own message names a BytesIO object, not a file
+            start = source[:8] if isinstance(source, bytes) else _head(source)
+            raise DataError(
+                f"{name}: not an image (it starts with {start!r}; expected PNG, JPEG, GIF, BMP "
+                "or WebP data)"
+            ) from None
         except bad as e:
             raise DataError(f"{name}: not a readable image ({e})") from None
+
+
+def _head(path: Path) -> bytes:
+    with open_regular(path) as f:
+        return f.read(8)
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")

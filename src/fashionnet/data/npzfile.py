@@ -54,6 +54,40 @@ def read_npz(path: str | os.PathLike[str], *, n_classes: int | None = None) -> S
     return Split(x, labels)
 
 
+def read_arrays(path: str | os.PathLike[str]) -> np.ndarray:
+    """The images of an .npz (its `x`; `y` may be absent) or an .npy, as stored: numbers of any
+    shape, the header checked before anything is read (no pickles, no absurd sizes)."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        with _open(path) as f:
+            magic = f.read(6)
+            f.seek(0)
+            if magic == b"\x93NUMPY":
+                version = np.lib.format.read_magic(f)
+                shape, _, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0(f))  # fmt: skip
+                _check_numbers(path, "the array", dtype, shape)
+                f.seek(0)
+                return np.asarray(np.load(f, allow_pickle=False))
+            if magic[:4] != b"PK\x03\x04":
+                raise DataError(f"{path}: byte 0: not an .npz or .npy file")
+            npz = np.load(f, allow_pickle=False)
+            if "x" not in npz.files:
+                raise DataError(f"{path}: no array 'x' (expected the images as x)")
+            _check_numbers(path, "x", *_npz_member(npz, "x"))
+            return np.asarray(npz["x"])
+    except DataError:
+        raise
+    except (*ZIP_ERRORS, ValueError) as e:
+        raise DataError(f"{path}: not a readable array file ({e})") from None
+
+
+def _check_numbers(path: Path, name: str, dtype: np.dtype[Any], shape: tuple[int, ...]) -> None:
+    if dtype.kind not in "uif" or dtype.itemsize * math.prod(shape) > _MAX_IDX_BYTES:
+        raise DataError(f"{path}: {name} is {dtype} {shape}, expected numbers (pixels)")
+
+
 def _npz_member(npz: Any, name: str) -> tuple[np.dtype[Any], tuple[int, ...]]:
     """(dtype, shape) of an .npz member from its .npy header alone."""
     with npz.zip.open(f"{name}.npy") as member:
