@@ -1,4 +1,6 @@
+import argparse
 import json
+import re
 import subprocess
 import sys
 
@@ -8,6 +10,8 @@ import pytest
 from conftest import write_idx_folder
 from fashionnet.checkpoint import read_checkpoint
 from fashionnet.cli import main
+from fashionnet.config import PRESETS
+from fashionnet.data.formats import write_idx
 
 RUN_FILES = {
     "model.npz", "metrics.json", "history.jsonl", "config.json", "last.npz", "best.npz", "report",
@@ -223,3 +227,95 @@ def test_a_dependency_missing_after_install_is_one_line(tmp_path, tiny_data, cap
     assert main(["report", str(out), "--data", str(tiny_data)]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "warning:" not in line]
     assert len(errors) == 1 and "matplotlib" in errors[0] and "reinstall fashionnet" in errors[0]
+
+
+def _subparsers():
+    from fashionnet.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    seen = {}
+    todo = list(sub.choices.items())
+    while todo:  # nested commands (data show, data info, ...) too
+        name, p = todo.pop()
+        seen[name] = p
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                todo += [(f"{name} {n}", q) for n, q in a.choices.items()]
+    return seen
+
+
+def test_every_flag_of_every_command_says_its_default():
+    missing = []
+    for name, p in _subparsers().items():
+        for a in p._actions:
+            if not a.option_strings:
+                continue
+            if isinstance(a, argparse._HelpAction | argparse._VersionAction):
+                continue
+            if "default" not in (a.help or "") and not (a.required and "(required)" in a.help):
+                missing.append(f"{name} {a.option_strings[0]}")
+    assert not missing, missing
+
+
+def test_train_help_lists_each_preset_and_where_defaults_come_from(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "default: from --preset" in out and "(default: found)" not in out
+    for name in PRESETS:
+        assert f"{name}:" in out
+
+
+def test_top_level_help_has_examples(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "examples:" in out and "fashionnet predict" in out and "fashionnet train" in out
+
+
+def test_a_run_says_when_it_stopped_early_and_when_it_learned_nothing(tmp_path, rng, capsys):
+    folder = tmp_path / "noise"  # random images with random labels: nothing to learn
+    write_idx_folder(folder, rng, n_train=300, n_test=200)
+    args = ["train", "--data", str(folder), "--epochs", "40", "--patience", "2", "--val-size",
+            "60", "--hidden", "32", "--no-report"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "run")]) == 0
+    captured = capsys.readouterr()
+    assert re.search(r"stopped early at epoch \d+ of 40: no better validation loss for 2 epochs",
+                     captured.err)  # fmt: skip
+    assert "is near chance (0.1000 for 10 classes)" in captured.err
+    lines = [x for x in captured.out.splitlines() if x.startswith("epoch")]
+    assert lines[0].startswith("epoch  1/40  lr ") and "smoothed train loss" in lines[0]
+
+
+def test_a_run_that_learns_gets_no_warning(tmp_path, rng, capsys):
+    folder = tmp_path / "stripes"  # class c: a bright band at rows 2c..2c+2, easy to learn
+    labels = rng.integers(0, 10, 400).astype(np.uint8)
+    images = rng.integers(0, 40, (400, 28, 28), dtype=np.uint8)
+    for i, c in enumerate(labels):
+        images[i, 2 * c + 2 : 2 * c + 4] = 250
+    folder.mkdir()
+    for prefix, part in (("train", slice(0, 300)), ("t10k", slice(300, 400))):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", images[part])
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels[part])
+    args = ["train", "--data", str(folder), "--epochs", "5", "--val-size", "50",
+            "--label-smoothing", "0", "--out", str(tmp_path / "r"), "--no-report"]  # fmt: skip
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "near chance" not in captured.err and "stopped early" not in captured.err
+    assert "  train loss " in captured.out and "smoothed" not in captured.out
+
+
+def test_fit_verbose_2_prints_a_line_per_epoch(rng, capsys):
+    from fashionnet.model import mlp
+    from fashionnet.optim import Adam
+    from fashionnet.train import fit
+
+    x = rng.random((64, 12), dtype=np.float32)
+    y = rng.integers(0, 3, 64)
+    model = mlp(12, [8], 3, rng=rng)
+    fit(model, Adam(model.parameters()), (x, y), val=(x, y), epochs=3, batch_size=16, rng=rng,
+        verbose=2, progress=False)  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert [line[:9] for line in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert all("val loss" in line for line in lines)

@@ -92,7 +92,10 @@ class RunConfig:
                                   lo=1)  # fmt: skip
     checkpoint_every: int | None = _field(None, "also save last.npz every N steps", lo=1)
     # data
-    data: str | None = _field(None, "dataset folder or training file (default: found)")
+    data: str | None = _field(
+        None,
+        "dataset folder or training file (none: $FASHIONNET_DATA, else Debian's folder)",
+    )
     val_size: int = _field(5000, "validation images carved from the training set", lo=0)
     limit: int | None = _field(None, "use only the first N images of each split", lo=1)
     seed: int = _field(0, "random seed: same seed, same weights", lo=0)

@@ -165,6 +165,7 @@ def fit(
     step_callbacks: Sequence[StepCallback] = (),
     state: TrainState | None = None,
     progress: bool | None = None,
+    verbose: int = 0,
 ) -> History:
     """Train for `epochs` passes over `train`, reshuffled each epoch from `rng`.
 
@@ -173,15 +174,16 @@ def fit(
     without improvement stop training, and `restore_best` puts the best weights back at the end.
     `augment` transforms each training batch with `rng`. Pass a `state` (with the rng, model and
     optimizer restored alongside it) to continue an interrupted run exactly where it stopped.
-    `progress`: a tqdm bar (None: only on a terminal). A FlipAveraged model trains its
-    Sequential and is validated with the averaging.
+    `progress`: a tqdm bar (None: only on a terminal); `verbose=2` also prints one line per
+    epoch (what a log file or a notebook wants; Keras' verbose=2). A FlipAveraged model trains
+    its Sequential and is validated with the averaging.
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
     keep_freed_memory()
     st = state if state is not None else TrainState()
     history = st.history
-    bar = ProgressBar(len(train[0]), progress)
+    bar = ProgressBar(len(train[0]), epochs, progress)
     start_time = time.perf_counter() - history.train_seconds
     while st.epoch < epochs and not history.stopped_early and st.stop_requested is None:
         epoch, t0 = st.epoch + 1, time.perf_counter()
@@ -198,6 +200,8 @@ def fit(
         record = _finish_epoch(st, model, optimizer, val, restore_best, epoch, len(train[0]))
         record["seconds"] = time.perf_counter() - t0
         history.epochs.append(record)
+        if verbose >= 2:
+            print(epoch_line(record, epochs, label_smoothing), flush=True)
         # recorded in the state before the callbacks save it: a stopped run stays stopped
         history.stopped_early = patience is not None and epoch - history.best_epoch >= patience
         if any([cb(record) for cb in callbacks]):
@@ -251,29 +255,49 @@ def train_epoch(
 
 
 class ProgressBar:
-    """A tqdm bar per epoch with the running loss and accuracy (progress=None: on a terminal
-    only); its `update` is a step callback."""
+    """A tqdm bar per epoch, counting the whole run's images so its ETA is the run's, with the
+    running loss and accuracy (progress=None: on a terminal only); `update` is a step callback.
+    Figures come before the bar, which tqdm shrinks first on a narrow terminal."""
 
-    def __init__(self, n_samples: int, progress: bool | None) -> None:
-        self.n_samples, self.disable = n_samples, None if progress is None else not progress
+    FORMAT = "{desc} {n_fmt}/{total_fmt} img {rate_fmt}, ETA {remaining}{postfix} {bar}"
+
+    def __init__(self, n_samples: int, epochs: int, progress: bool | None) -> None:
+        self.n_samples, self.epochs = n_samples, epochs
+        self.disable = None if progress is None else not progress
         self._bar: Any = None
 
     def start(self, epoch: int, seen: int) -> None:
         from tqdm import tqdm  # only training needs it: inference needs numpy alone
 
-        self._bar = tqdm(total=self.n_samples, initial=seen, desc=f"epoch {epoch}", unit="img",
-                         leave=False, disable=self.disable)  # fmt: skip
+        self._done = (epoch - 1) * self.n_samples
+        self._bar = tqdm(total=self.epochs * self.n_samples, initial=self._done + seen,
+                         desc=f"epoch {epoch}/{self.epochs}", unit=" img", unit_scale=True,
+                         bar_format=self.FORMAT, leave=False, disable=self.disable)  # fmt: skip
         self._seen = seen
 
     def update(self, st: TrainState) -> None:
         self._bar.update(st.seen - self._seen)
         self._seen = st.seen
         if not self._bar.disable and st.batch % 20 == 0:  # live figures, on a terminal only
-            self._bar.set_postfix(loss=f"{st.loss_sum / st.seen:.4f}",
-                                  acc=f"{st.correct / st.seen:.4f}", refresh=False)  # fmt: skip
+            self._bar.set_postfix_str(f"loss {st.loss_sum / st.seen:.3f} "
+                                      f"acc {st.correct / st.seen:.3f}", refresh=False)  # fmt: skip
 
     def close(self) -> None:
         self._bar.close()
+
+
+def epoch_line(record: dict[str, Any], epochs: int, label_smoothing: float = 0.0) -> str:
+    """One epoch as a log line: `epoch  3/28  lr 0.00284  train loss ...`. With label smoothing
+    the training loss is the smoothed one (higher than the plain loss validation reports)."""
+    width = len(str(epochs))
+    loss = "smoothed train loss" if label_smoothing else "train loss"
+    line = (
+        f"epoch {record['epoch']:{width}d}/{epochs}  lr {record['lr']:.3g}  "
+        f"{loss} {record['train_loss']:.4f} acc {record['train_accuracy']:.4f}"
+    )
+    if "val_loss" in record:
+        line += f"  val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.4f}"
+    return line + f"  {record.get('seconds', 0.0):.1f}s"
 
 
 def _finish_epoch(

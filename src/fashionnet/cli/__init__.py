@@ -33,10 +33,28 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+EXAMPLES = """examples:
+  fashionnet train                          the default MLP (about 0.90 in 15-40 s)
+  fashionnet train --preset cnn --out runs/cnn
+                                            a CNN; every preset: fashionnet train --help
+  fashionnet evaluate runs/cnn              test accuracy, per class, most confused pairs
+  fashionnet predict runs/cnn shirt.jpg photos/ --top-k 3 --show seen.png
+                                            classify photos and see what the model saw
+  fashionnet report runs/cnn                report/report.html: curves, confusion, mistakes
+  fashionnet export runs/cnn cnn.onnx --format onnx
+                                            for onnxruntime and other runtimes
+  fashionnet data show --per-class 4 --out grid.png
+                                            look at the data
+
+Each command's options: fashionnet COMMAND --help
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
-        prog="fashionnet", description="Train, evaluate and use Fashion-MNIST classifiers."
-    )
+        prog="fashionnet", description="Train, evaluate and use Fashion-MNIST classifiers.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     parser.add_argument("--version", action="version", version=f"fashionnet {__version__}")
     # not required: `fashionnet` alone prints the help and exits 0, as pip and git do
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

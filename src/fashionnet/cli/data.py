@@ -27,15 +27,26 @@ def add_parser(sub: Any) -> None:
     show = dsub.add_parser("show", help="a labelled grid of a dataset's images, as a picture")
     show.add_argument("path", nargs="?", help="dataset folder or training file (default: found)")
     pick = show.add_mutually_exclusive_group()
-    pick.add_argument("--index", type=non_negative_int, nargs="+", help="these images")
-    pick.add_argument("--per-class", type=positive_int, help="the first K of each class")
+    pick.add_argument(
+        "--index",
+        type=non_negative_int,
+        nargs="+",
+        help="these images (default: the first 8 of each class)",
+    )
+    pick.add_argument(
+        "--per-class", type=positive_int, help="the first K of each class (default: 8)"
+    )
     show.add_argument("--split", choices=["train", "test"], default="train",
                       help="which split (default: train)")  # fmt: skip
-    show.add_argument("--out", type=Path, required=True, help="picture file (.png, .svg, .pdf)")
+    show.add_argument(
+        "--out", type=Path, required=True, help="picture file (.png, .svg, .pdf) (required)"
+    )
     conv = dsub.add_parser("convert", help="write a dataset in another format")
     conv.add_argument("path", help="dataset folder or training file")
     conv.add_argument("out", type=Path, help="new folder for the converted train and test files")
-    conv.add_argument("--format", choices=["idx", "csv", "npz"], required=True)
+    conv.add_argument("--format", choices=["idx", "csv", "npz"], required=True,
+                      help="idx: the official layout; csv: the Kaggle layout; npz: x and y "
+                      "arrays (required)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,6 +96,10 @@ def _show(data: Dataset, args: argparse.Namespace) -> int:
     """Write a grid of images titled with their index and class: chosen ones, or K per class."""
     split = data.train if args.split == "train" else data.test
     names = data.class_names
+    if args.index and len(args.index) > MAX_GRID:
+        raise UsageError(
+            f"--index: {len(args.index):,} pictures; a grid shows at most {MAX_GRID:,}"
+        )
     if args.index:
         bad = [i for i in args.index if i >= len(split)]
         if bad:

@@ -19,7 +19,7 @@ def add_parser(sub: Any) -> None:
     ev.add_argument("--data", help=DATA_HELP)
     ev.add_argument("--limit", type=positive_int,
                     help="use only the first N test images (default: as the run did)")  # fmt: skip
-    ev.add_argument("--json", action="store_true", help="print the result as JSON")
+    ev.add_argument("--json", action="store_true", help="print the result as JSON (default: text)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,7 +16,9 @@ from ._common import MODEL_HELP, UsageError, load_model
 def add_parser(sub: Any) -> None:
     ex = sub.add_parser("export", help="write a model's weights in another format")
     ex.add_argument("model", type=Path, help=MODEL_HELP)
-    ex.add_argument("--format", choices=["onnx", "safetensors"], required=True)
+    ex.add_argument("--format", choices=["onnx", "safetensors"], required=True,
+                    help="onnx: for onnxruntime and other runtimes; safetensors: the "
+                    "weights alone (required)")  # fmt: skip
     ex.add_argument("out", type=Path, help="output file")
 
 

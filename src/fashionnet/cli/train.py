@@ -22,7 +22,7 @@ from ..config import (
     preset,
 )
 from ..runs import Run
-from ..train import TrainState
+from ..train import History, TrainState, epoch_line
 from ._common import UsageError, load_data
 
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
@@ -103,11 +103,20 @@ def add_parser(sub: Any) -> None:
             metavar="|".join(choices) if choices else f.name.upper(),
         )  # fmt: skip
     tr.add_argument("--out", type=Path, help="run folder (default: runs/<time>-<preset>)")
-    tr.add_argument("--quiet", action="store_true", help="no progress bar, no per-epoch lines")
-    tr.add_argument("--no-report", action="store_true", help="skip the pictures and report")
+    tr.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bar, no per-epoch lines (default: both, the bar on a terminal only)",
+    )
+    tr.add_argument(
+        "--no-report",
+        action="store_true",
+        help="skip the pictures and report (default: write report/ in the run folder)",
+    )
     tr.add_argument(
         "--resume", type=Path, metavar="RUN_DIR",
-        help="continue the run in RUN_DIR exactly where its last checkpoint left off",
+        help="continue the run in RUN_DIR exactly where its last checkpoint left off "
+        "(default: start a new run)",
     )  # fmt: skip
 
 
@@ -146,14 +155,25 @@ def _stop_on_signals(state: TrainState) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _epoch_line(record: dict[str, Any]) -> str:
-    line = (
-        f"epoch {record['epoch']:3d}  train loss {record['train_loss']:.4f} "
-        f"acc {record['train_accuracy']:.4f}"
-    )
-    if "val_loss" in record:
-        line += f"  val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.4f}"
-    return line + f"  {record['seconds']:.1f}s"
+def _afterword(
+    history: History, config: RunConfig, metrics: dict[str, Any], n_classes: int
+) -> list[str]:
+    """What a user should know about how a run ended: an early stop, or a model no better than
+    guessing (a learning rate too high for the recipe, labels that do not match the images)."""
+    lines = []
+    if history.stopped_early:
+        lines.append(
+            f"stopped early at epoch {len(history.epochs)} of {config.epochs}: no better "
+            f"validation loss for {config.patience} epochs (best: epoch {history.best_epoch})"
+        )
+    chance = 1.0 / n_classes
+    if metrics["test_accuracy"] < chance + 0.1 * (1 - chance):  # a tenth of the way to perfect
+        lines.append(
+            f"fashionnet: warning: test accuracy {metrics['test_accuracy']:.4f} is near chance "
+            f"({chance:.4f} for {n_classes} classes): this model learned little; check the data "
+            "and labels, or try a lower --lr"
+        )
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -179,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
 
     def on_epoch(record: dict[str, Any]) -> None:
         if not args.quiet:
-            print(_epoch_line(record), flush=True)
+            print(epoch_line(record, config.epochs, config.label_smoothing), flush=True)
 
     try:
         result = training.train(data, on_start=on_start, on_epoch=on_epoch,
@@ -196,6 +216,8 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_CODES.get(name, 130)
     metrics = result.metrics
+    for line in _afterword(result.history, config, metrics, len(result.metadata["class_names"])):
+        print(line, file=sys.stderr)
     print(
         f"test accuracy {metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.4f}) "
         f"best epoch {metrics['best_epoch']}, trained {metrics['train_seconds']:.1f}s; "
