@@ -1,11 +1,13 @@
 """ONNX export, checked by the other side: onnx's full checker and onnxruntime's answers."""
 
+import json
+
 import numpy as np
 import pytest
 
 from fashionnet.checkpoint import save_checkpoint
 from fashionnet.cli import main
-from fashionnet.data import load_fashion_mnist
+from fashionnet.data import CLASS_NAMES, load_fashion_mnist
 from fashionnet.layers import (
     AvgPool2D,
     BatchNorm,
@@ -55,11 +57,16 @@ def make_cnn(rng):
 
 def run_both(model, tmp_path, pixels):
     path = tmp_path / "m.npz"
-    save_checkpoint(path, model, metadata={"image_shape": [28, 28], "input_scale": 1 / 255})
+    meta = {"image_shape": [28, 28], "input_scale": 1 / 255, "class_names": list(CLASS_NAMES)}
+    save_checkpoint(path, model, metadata=meta)
     assert main(["export", str(path), "--format", "onnx", str(tmp_path / "m.onnx")]) == 0
     proto = onnx.load(str(tmp_path / "m.onnx"))
     onnx.checker.check_model(proto, full_check=True)
     assert proto.opset_import[0].version == 17
+    props = {p.key: json.loads(p.value) if p.key != "input_range" else p.value
+             for p in proto.metadata_props}  # fmt: skip
+    assert props["input_range"] == "0..255" and props["image_shape"] == [28, 28]
+    assert props["class_names"] == list(CLASS_NAMES)  # the facts a runtime's user needs
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     theirs = session.run(["probabilities"], {"pixels": pixels.astype(np.float32)})[0]
     ours = model.predict_proba((pixels / 255).astype(np.float32))

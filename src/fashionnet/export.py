@@ -8,6 +8,7 @@ The `onnx` package is imported here only (`pip install fashionnet[onnx]`).
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -20,7 +21,12 @@ OPSET = 17
 
 
 def to_onnx(
-    model: Classifier, *, n_features: int, input_scale: float = 1 / 255, name: str = "fashionnet"
+    model: Classifier,
+    *,
+    n_features: int,
+    input_scale: float = 1 / 255,
+    name: str = "fashionnet",
+    facts: dict[str, Any] | None = None,
 ) -> Any:
     """The model as an onnx.ModelProto with input 'pixels' and output 'probabilities'."""
     import onnx
@@ -71,14 +77,24 @@ def to_onnx(
         graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="fashionnet"
     )
     proto.ir_version = 8  # readable by runtimes from onnxruntime 1.10 on
+    # what a runtime's user needs to feed the graph and read its answer, beside the graph
+    props = {"input_range": f"0..{round(1 / input_scale)}", **(facts or {})}
+    helper.set_model_props(proto, {k: v if isinstance(v, str) else json.dumps(v)
+                                   for k, v in props.items()})  # fmt: skip
     onnx.checker.check_model(proto, full_check=True)
     return proto
 
 
 def export_onnx(
-    path: str | os.PathLike[str], model: Classifier, *, n_features: int, input_scale: float
+    path: str | os.PathLike[str],
+    model: Classifier,
+    *,
+    n_features: int,
+    input_scale: float,
+    facts: dict[str, Any] | None = None,
 ) -> None:
-    """Write the model as an ONNX file, atomically."""
-    proto = to_onnx(model, n_features=n_features, input_scale=input_scale)
+    """Write the model as an ONNX file, atomically; `facts` (class names, image shape, ...)
+    become the file's metadata properties, JSON-encoded."""
+    proto = to_onnx(model, n_features=n_features, input_scale=input_scale, facts=facts)
     with atomic_write(path) as f:
         f.write(proto.SerializeToString())

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .._version import __version__
 from ..checkpoint import export_safetensors
 from ..model import unwrap
 from ._common import MODEL_HELP, UsageError, load_model
@@ -28,19 +29,20 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.out}: is a folder, expected an output file name")
     if not args.out.parent.is_dir():
         raise UsageError(f"{args.out}: folder {args.out.parent} does not exist")
+    facts: dict[str, Any] = {
+        k: meta[k] for k in ("class_names", "image_shape", "input_scale") if k in meta
+    }
     if args.format == "onnx":
         try:
             from ..export import export_onnx
 
             shape = meta.get("image_shape", [28, 28])
             export_onnx(args.out, model, n_features=int(np.prod(shape)),
-                        input_scale=float(meta.get("input_scale", 1 / 255)))  # fmt: skip
+                        input_scale=float(meta.get("input_scale", 1 / 255)),
+                        facts=facts | {"fashionnet_version": __version__})  # fmt: skip
         except ImportError:
             raise UsageError("--format onnx needs the onnx package: pip install onnx") from None
     else:
-        facts: dict[str, Any] = {
-            k: meta[k] for k in ("class_names", "image_shape", "input_scale") if k in meta
-        }
         export_safetensors(args.out, model, metadata=facts)
     print(f"wrote {args.out} ({args.format}, {unwrap(model).n_parameters():,} parameters)")
     return 0
