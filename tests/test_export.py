@@ -63,7 +63,7 @@ def run_both(model, tmp_path, pixels):
     proto = onnx.load(str(tmp_path / "m.onnx"))
     onnx.checker.check_model(proto, full_check=True)
     assert proto.opset_import[0].version == 17
-    props = {p.key: json.loads(p.value) if p.key != "input_range" else p.value
+    props = {p.key: json.loads(p.value) if p.key in ("class_names", "image_shape") else p.value
              for p in proto.metadata_props}  # fmt: skip
     assert props["input_range"] == "0..255" and props["image_shape"] == [28, 28]
     assert props["class_names"] == list(CLASS_NAMES)  # the facts a runtime's user needs
