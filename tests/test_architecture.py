@@ -16,10 +16,11 @@ RANKS = {
     "model": 4,
     "train": 5, "facts": 5,
     "checkpoint": 6, "export": 6, "plots": 6, "sklearn": 6,
-    "resume": 7, "classify": 7,
+    "resume": 7, "classify": 7, "card": 7,
     "runs": 8,
-    "cli": 9,
-    "__init__": 10, "__main__": 10,
+    "report": 9,
+    "cli": 10,
+    "__init__": 11, "__main__": 11,
 }  # fmt: skip
 MAX_LINES = 400
 

@@ -15,6 +15,7 @@ from fashionnet.data.formats import write_idx
 
 RUN_FILES = {
     "model.npz", "metrics.json", "history.jsonl", "config.json", "last.npz", "best.npz", "report",
+    "MODEL_CARD.md",
     ".fashionnet.lock",  # the lock a run holds while it trains (flock), left in place
 }  # fmt: skip
 

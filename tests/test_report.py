@@ -1,5 +1,12 @@
 """fashionnet report: every picture is a real PNG, report.html embeds them, report.md links them."""
 
+import json
+import re
+
+import numpy as np
+from PIL import Image
+
+from browser import chromium, console_errors
 from conftest import write_idx_folder
 from fashionnet.cli import main
 
@@ -29,3 +36,56 @@ def test_report_of_a_run(tmp_path, rng, capsys):
 def test_report_of_a_folder_without_a_model_is_one_line(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def _train_tiny_run(tmp_path, rng):
+    data = tmp_path / "data"
+    write_idx_folder(data, rng, n_train=160, n_test=60)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--epochs", "6", "--val-size", "20", "--hidden",
+                 "16", "--out", str(run), "--quiet"]) == 0  # fmt: skip
+    return run
+
+
+def test_the_report_tells_a_reader_what_they_look_at(tmp_path, rng):
+    run = _train_tiny_run(tmp_path, rng)
+    page = (run / "report" / "report.html").read_text()
+    for fact in ("preset", "architecture", "parameters", "MD5", "train, 20 validation",
+                 "epochs (best", "date", "fashionnet", "expected calibration error", "support",
+                 "Most confused", "learning rate", "warm restarts", "MODEL_CARD.md"):  # fmt: skip
+        assert fact in page, fact
+    assert page.count('<p class="caption">') == page.count("<img ")
+    for width in re.findall(r'<img [^>]*width="(\d+)"', page):  # 150 dpi shown at 100 px/inch
+        assert int(width) <= 1040
+    with Image.open(run / "report" / "learning_curves.png") as im:
+        assert round(im.info["dpi"][0]) == 150 and im.height > im.width * 0.6  # loss over lr
+
+
+def test_every_run_has_a_model_card(tmp_path, rng):
+    run = _train_tiny_run(tmp_path, rng)
+    card = (run / "MODEL_CARD.md").read_text()
+    sections = ["## Model", "## Intended use and input", "## Training data",
+                "## Training procedure", "## Evaluation", "## Limitations"]  # fmt: skip
+    assert [s for s in sections if s in card] == sections
+    assert "pixel values 0..255" in card and "28x28" in card and "T-shirt/top" in card
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert f"{metrics['test_accuracy']:.4f}" in card and f"{metrics['n_parameters']:,}" in card
+
+
+def test_the_report_renders_in_a_real_browser_with_every_picture(tmp_path, rng):
+    run = _train_tiny_run(tmp_path, rng)
+    with chromium(1100, 900) as driver:
+        driver.get((run / "report" / "report.html").as_uri())
+        loaded = driver.find_element("tag name", "body").get_attribute("data-pictures")
+        n, total = map(int, loaded.split("/"))
+        assert n == total == 6
+        widths = driver.execute_script(
+            "return [].map.call(document.images, i => i.getBoundingClientRect().width)"
+        )
+        assert all(w > 300 for w in widths)  # drawn, at a readable size
+        font = driver.execute_script("return parseFloat(getComputedStyle(document.body).fontSize)")
+        assert font >= 14
+        driver.save_screenshot(str(tmp_path / "report.png"))
+        assert not console_errors(driver)
+    with Image.open(tmp_path / "report.png") as shot:
+        assert len(np.unique(np.asarray(shot.convert("L")))) > 20  # a page, not a blank

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import learnable
 from fashionnet._fsutil import atomic_write
 from fashionnet.checkpoint import read_checkpoint
 from fashionnet.cli import main
@@ -39,8 +40,8 @@ def data_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("data")
     rng = np.random.default_rng(0)
     for name, n in (("train", 1100), ("test", 200)):
-        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        np.savez(folder / f"{name}.npz", x=images, y=rng.integers(0, 10, n))
+        images, labels = learnable(rng, n)
+        np.savez(folder / f"{name}.npz", x=images, y=labels)
     return folder
 
 

@@ -57,6 +57,22 @@ def most_confused(confusion: Array, top: int = 5) -> list[tuple[int, int, int]]:
     return [p for p in pairs if p[2] > 0]
 
 
+def expected_calibration_error(labels: Array, probs: Array, bins: int = 10) -> float:
+    """How far the top probability is from the accuracy, averaged over confidence bins weighted
+    by their images (Guo et al., 2017): 0 when a 0.8 means right 80% of the time."""
+    confidence = probs.max(axis=1)
+    right = probs.argmax(axis=1) == labels
+    which = np.clip((confidence * bins).astype(int), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            total += float(inside.mean()) * abs(
+                float(right[inside].mean() - confidence[inside].mean())
+            )
+    return total
+
+
 def report(labels: Array, probs: Array, *, losses: Array | None = None) -> dict[str, Any]:
     """Every metric above for one evaluation, JSON-safe."""
     n_classes = probs.shape[1]
@@ -72,6 +88,7 @@ def report(labels: Array, probs: Array, *, losses: Array | None = None) -> dict[
         "per_class": {k: v.tolist() for k, v in classes.items()},
         "confusion_matrix": confusion.tolist(),
         "most_confused": most_confused(confusion),
+        "expected_calibration_error": expected_calibration_error(labels, probs),
     }
     if losses is not None:
         result["loss"] = float(np.mean(losses))

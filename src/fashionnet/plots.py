@@ -1,22 +1,19 @@
-"""Pictures of a run and its report: matplotlib is imported inside these functions only.
-
-`write_report(run_dir, ...)` draws every picture into run_dir/report/ and ties them together in
-report.html (images embedded, one self-contained file) and report.md.
-"""
+"""The pictures of a run, one function each: matplotlib is imported inside them only, so
+nothing else pays for it. report.py puts them together."""
 
 from __future__ import annotations
 
-import base64
-import html
-import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._fsutil import atomic_write, open_regular
+from ._fsutil import atomic_write
 from .layers import Conv2D, Linear
-from .model import Classifier, Sequential, unwrap
+from .model import Sequential
+
+DPI = 150  # sharp on high-density screens; report.html shows them at 100 pixels an inch
 
 
 def _pyplot() -> Any:
@@ -31,21 +28,42 @@ def _pyplot() -> Any:
 def _save(fig: Any, path: Path) -> None:
     """Write the picture atomically: never half a file."""
     with atomic_write(path) as f:
-        fig.savefig(f, dpi=100, format=path.suffix.lstrip(".") or "png")
+        fig.savefig(f, dpi=DPI, format=path.suffix.lstrip(".") or "png")
 
 
-def learning_curves(history: list[dict[str, Any]], best_epoch: int, path: Path) -> None:
+def learning_curves(
+    history: list[dict[str, Any]],
+    best_epoch: int,
+    path: Path,
+    lr: tuple[np.ndarray, np.ndarray] | None = None,
+    restarts: Sequence[float] = (),
+) -> None:
+    """Loss and accuracy per epoch; under the loss, the learning rate at every step (`lr`:
+    (epoch as a fraction, rate)), with the schedule's restarts marked on both."""
     plt = _pyplot()
     epochs = [r["epoch"] for r in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, title in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
-        ax.plot(epochs, [r[f"train_{key}"] for r in history], label="train")
+    rows = 2 if lr is not None else 1
+    fig, axes = plt.subplots(rows, 2, figsize=(10, 3.6 * rows), squeeze=False,
+                             sharex="col")  # fmt: skip
+    for ax, key in ((axes[0, 0], "loss"), (axes[0, 1], "accuracy")):
+        ax.plot(epochs, [r[f"train_{key}"] for r in history], marker=".", label="train")
         if "val_" + key in history[0]:
-            ax.plot(epochs, [r[f"val_{key}"] for r in history], label="validation")
+            ax.plot(epochs, [r[f"val_{key}"] for r in history], marker=".", label="validation")
         ax.axvline(best_epoch, color="grey", linestyle="--", label=f"best epoch {best_epoch}")
-        ax.set_xlabel("epoch")
-        ax.set_title(title)
+        for x in restarts:
+            ax.axvline(x, color="tab:red", alpha=0.3, linewidth=1)
+        ax.set_title(key)
         ax.legend()
+    if lr is not None:
+        steps_at, rate = lr
+        axes[1, 0].plot(steps_at, rate, color="tab:green")
+        for x in restarts:
+            axes[1, 0].axvline(x, color="tab:red", alpha=0.3, linewidth=1)
+        axes[1, 0].set_title("learning rate (red: restarts)" if restarts else "learning rate")
+        axes[1, 0].set_xlabel("epoch")
+        axes[1, 1].axis("off")
+    axes[-1, 1 if lr is None else 0].set_xlabel("epoch")
+    axes[0, 1].set_xlabel("epoch")
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
@@ -73,12 +91,12 @@ def confusion_heatmap(confusion: np.ndarray, names: list[str], path: Path) -> No
 def image_grid(images: np.ndarray, titles: list[str], path: Path, *, columns: int = 8) -> None:
     plt = _pyplot()
     rows = max(1, -(-len(images) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.6, rows * 1.9), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.7), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, image, title in zip(axes.ravel(), images, titles, strict=False):
         ax.imshow(image, cmap="gray", vmin=0, vmax=255)
-        ax.set_title(title, fontsize=7)
+        ax.set_title(title, fontsize=8)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
@@ -134,8 +152,11 @@ def first_layer(model: Sequential, image_shape: tuple[int, int], path: Path) -> 
     plt.close(fig)
 
 
-def confidence_histogram(probs: np.ndarray, labels: np.ndarray, path: Path) -> None:
-    """Confidence of right and wrong predictions, and accuracy per confidence bin (calibration)."""
+def confidence_histogram(
+    probs: np.ndarray, labels: np.ndarray, path: Path, ece: float | None = None
+) -> None:
+    """Confidence of right and wrong predictions, and accuracy per confidence bin (calibration),
+    with the expected calibration error `ece` in the title."""
     plt = _pyplot()
     confidence = probs.max(axis=1)
     right = probs.argmax(axis=1) == labels
@@ -156,127 +177,9 @@ def confidence_histogram(probs: np.ndarray, labels: np.ndarray, path: Path) -> N
     axes[1].set_xlabel("confidence")
     axes[1].set_ylabel("accuracy")
     axes[1].legend()
+    if ece is not None:
+        axes[1].set_title(f"calibration: expected calibration error {ece:.4f}")
+    axes[0].set_title("how sure the model is, right and wrong")
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
-
-
-MAX_HISTORY_BYTES = 64 << 20  # a run's history is a few hundred bytes an epoch
-
-
-def _read_history(path: Path) -> list[dict[str, Any]]:
-    """history.jsonl's epoch records, or one error naming the file and the line."""
-    records: list[dict[str, Any]] = []
-    try:
-        with open_regular(path) as f:
-            text = f.read(MAX_HISTORY_BYTES + 1).decode(errors="replace")
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read ({e.strerror or e})") from None
-    if len(text) > MAX_HISTORY_BYTES:
-        raise ValueError(f"{path}: over {MAX_HISTORY_BYTES:,} bytes, not a run's history")
-    for n, line in enumerate(text.splitlines(), 1):
-        try:
-            record = json.loads(line) if line.strip() else None
-        except (ValueError, RecursionError) as e:
-            raise ValueError(f"{path}: line {n}: not an epoch record ({e})") from None
-        if record is None:
-            continue
-        needed = ["epoch", "train_loss", "train_accuracy"]
-        if records and "val_loss" in records[0]:
-            needed += ["val_loss", "val_accuracy"]
-        if not isinstance(record, dict) or not all(
-            isinstance(record.get(k), int | float) and not isinstance(record.get(k), bool)
-            for k in needed
-        ):
-            raise ValueError(f"{path}: line {n}: not an epoch record (needs {', '.join(needed)})")
-        records.append(record)
-    return records
-
-
-def write_report(
-    run_dir: Path,
-    model: Classifier,
-    meta: dict[str, Any],
-    images: np.ndarray,
-    labels: np.ndarray,
-    probs: np.ndarray,
-    evaluation: dict[str, Any],
-) -> list[Path]:
-    """Every picture into run_dir/report/, plus report.html and report.md; returns the files."""
-    history_file = run_dir / "history.jsonl"  # read first: a damaged one leaves no folder
-    history = _read_history(history_file) if history_file.exists() else []
-    out = run_dir / "report"
-    out.mkdir(exist_ok=True)
-    names = list(meta.get("class_names", [str(i) for i in range(probs.shape[1])]))
-    shape = (images.shape[1], images.shape[2])
-    predicted = probs.argmax(axis=1)
-    pictures: dict[str, Path] = {}
-    if history:
-        pictures["Learning curves"] = out / "learning_curves.png"
-        best = int(meta.get("metrics", {}).get("best_epoch", history[-1]["epoch"]))
-        learning_curves(history, best, pictures["Learning curves"])
-    pictures["Confusion matrix"] = out / "confusion_matrix.png"
-    confusion_heatmap(np.array(evaluation["confusion_matrix"]), names, pictures["Confusion matrix"])
-    wrong = np.flatnonzero(predicted != labels)
-    wrong = wrong[np.argsort(-probs[wrong].max(axis=1))][:32]  # the most confident mistakes
-    pictures["Misclassified test images"] = out / "misclassified.png"
-    titles = [
-        f"true {names[labels[i]]}\npred {names[predicted[i]]} {probs[i].max():.2f}" for i in wrong
-    ]
-    image_grid(images[wrong], titles, pictures["Misclassified test images"])
-    right = [np.flatnonzero((predicted == labels) & (labels == k))[:4] for k in range(len(names))]
-    shown = np.concatenate(right).astype(int)
-    pictures["Correct examples per class"] = out / "correct_per_class.png"
-    image_grid(images[shown], [f"{names[labels[i]]} {probs[i].max():.2f}" for i in shown],
-               pictures["Correct examples per class"])  # fmt: skip
-    pictures["First layer"] = out / "first_layer.png"
-    first_layer(unwrap(model), shape, pictures["First layer"])
-    pictures["Confidence and calibration"] = out / "confidence.png"
-    confidence_histogram(probs, labels, pictures["Confidence and calibration"])
-    pictures = {k: v for k, v in pictures.items() if v.exists()}
-
-    summary = [
-        ("test accuracy", f"{evaluation['test_accuracy']:.4f}"),
-        ("test loss", f"{evaluation['test_loss']:.4f}"),
-        ("top-2 accuracy", f"{evaluation['top_2_accuracy']:.4f}"),
-        ("macro F1", f"{evaluation['macro_f1']:.4f}"),
-    ]
-    pc = evaluation["per_class"]
-    rows = [(n, pc["precision"][i], pc["recall"][i], pc["f1"][i]) for i, n in enumerate(names)]
-    config = json.dumps(meta.get("config", {}), indent=2)
-    md = [f"# fashionnet report: {run_dir.name}", ""]
-    md += [f"- {k}: {v}" for k, v in summary] + [
-        "",
-        "| class | precision | recall | F1 |",
-        "|---|---|---|---|",
-    ]
-    md += [f"| {n} | {p:.4f} | {r:.4f} | {f:.4f} |" for n, p, r, f in rows] + [""]
-    for title, path in pictures.items():
-        md += [f"## {title}", "", f"![{title}]({path.name})", ""]
-    md += ["## Configuration", "", "```json", config, "```", ""]
-    (out / "report.md").write_text("\n".join(md))
-
-    def embedded(path: Path) -> str:
-        return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
-
-    body = [f"<h1>fashionnet report: {html.escape(run_dir.name)}</h1><ul>"]
-    body += [f"<li>{html.escape(k)}: {v}</li>" for k, v in summary] + ["</ul><table>"]
-    body += ["<tr><th>class</th><th>precision</th><th>recall</th><th>F1</th></tr>"]
-    body += [f"<tr><td>{html.escape(n)}</td><td>{p:.4f}</td><td>{r:.4f}</td><td>{f:.4f}</td></tr>"
-             for n, p, r, f in rows] + ["</table>"]  # fmt: skip
-    for title, path in pictures.items():
-        body += [
-            f"<h2>{html.escape(title)}</h2>",
-            f'<img src="{embedded(path)}" alt="{html.escape(title)}">',
-        ]
-    body += ["<h2>Configuration</h2>", f"<pre>{html.escape(config)}</pre>"]
-    page = (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>fashionnet report {html.escape(run_dir.name)}</title>"
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}"
-        "td,th{padding:2px 10px;text-align:right}</style></head><body>\n"
-        + "\n".join(body)
-        + "\n</body></html>\n"
-    )
-    (out / "report.html").write_text(page)
-    return [*pictures.values(), out / "report.md", out / "report.html"]

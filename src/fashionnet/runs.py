@@ -20,6 +20,7 @@ import numpy as np
 
 from ._fsutil import atomic_write, lock_folder, open_regular, stale_temp_files
 from .augment import make_augment
+from .card import write_model_card
 from .checkpoint import save_checkpoint
 from .config import ConfigError, RunConfig
 from .data import Dataset, Split, load_fashion_mnist, to_float, train_val_split
@@ -64,6 +65,11 @@ def build_training(
     else:
         opt_args["beta2"] = config.beta2
     optimizer = make_optimizer(config.optimizer, unwrap(model).parameters(), **opt_args)
+    return model, optimizer, lr_schedule(config, n_train)
+
+
+def lr_schedule(config: RunConfig, n_train: int) -> Schedule:
+    """The learning rate at each optimizer step of a run on `n_train` images."""
     steps_per_epoch = -(-n_train // config.batch_size)
     schedule: dict[str, Any] = {"name": config.schedule, "lr": config.lr}
     if config.schedule != "constant":
@@ -73,7 +79,7 @@ def build_training(
         }
     if config.cycle_epochs is not None:
         schedule["cycle_steps"] = config.cycle_epochs * steps_per_epoch
-    return model, optimizer, make_schedule(schedule)
+    return make_schedule(schedule)
 
 
 def evaluate_test_set(model: Classifier, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -98,6 +104,7 @@ class RunResult:
     interrupted: str | None = None  # the signal's name when a run was stopped and saved
     epoch: int = 0  # where it stopped: the epoch in progress (1-based) and the steps done
     step: int = 0
+    evaluation: dict[str, Any] | None = None  # evaluate_test_set's figures and probabilities
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -300,7 +307,8 @@ class Run:
             return RunResult(model, metadata, test, history, interrupted=state.stop_requested,
                              epoch=state.epoch + 1, step=optimizer.steps)  # fmt: skip
         t0 = time.perf_counter()
-        test_loss, test_acc = evaluate(model, to_float(test.images), test.labels)
+        evaluation = evaluate_test_set(model, test.images, test.labels)
+        test_loss, test_acc = evaluation["test_loss"], evaluation["test_accuracy"]
         best = history.best()
         metadata["metrics"] = {
             "preset": config.preset,
@@ -323,7 +331,8 @@ class Run:
         }
         save_checkpoint(self.folder / "model.npz", model, metadata=metadata)
         self._write_json("metrics.json", metadata["metrics"])
-        return RunResult(model, metadata, test, history)
+        write_model_card(self.folder, metadata, evaluation)
+        return RunResult(model, metadata, test, history, evaluation=evaluation)
 
 
 def recorded_data(metadata: dict[str, Any]) -> tuple[str | None, int | None]:

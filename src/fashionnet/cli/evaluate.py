@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     names = [shown(n) for n in names]
     acc, loss = result["test_accuracy"], result["test_loss"]
     print(f"test accuracy {acc:.4f} (loss {loss:.4f}) on {len(labels)} images")
-    print(f"top-2 accuracy {result['top_2_accuracy']:.4f}, macro F1 {result['macro_f1']:.4f}\n")
+    print(f"top-2 accuracy {result['top_2_accuracy']:.4f}, macro F1 {result['macro_f1']:.4f}, "
+          f"expected calibration error {result['expected_calibration_error']:.4f}\n")  # fmt: skip
     width = max(len(n) for n in names)
     print(f"{'class':<{width}}  precision  recall     F1  support")
     pc = result["per_class"]

@@ -23,12 +23,15 @@ def add_parser(sub: Any) -> None:
 
 def write(
     run: Path, model: Classifier, meta: dict[str, Any], images: np.ndarray, labels: np.ndarray,
-    *, quiet: bool = False,
+    *, quiet: bool = False, evaluation: dict[str, Any] | None = None,
 ) -> None:  # fmt: skip
-    """Draw the report of `model` on exactly these test images into RUN/report/."""
-    from ..plots import write_report  # matplotlib is imported there, only when a report is drawn
+    """Draw the report of `model` on exactly these test images into RUN/report/ (`evaluation`:
+    evaluate_test_set's result for them, when the caller has it already)."""
+    from ..report import write_report
 
-    result = evaluate_test_set(model, images, labels)
+    result = (
+        dict(evaluation) if evaluation is not None else evaluate_test_set(model, images, labels)
+    )
     files = write_report(run, model, meta, images, labels, result.pop("probabilities"), result)
     if not quiet:
         print(f"report {files[-1]}")

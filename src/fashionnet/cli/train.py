@@ -227,5 +227,5 @@ def run(args: argparse.Namespace) -> int:
         from .report import write
 
         write(out, result.model, result.metadata, result.test.images, result.test.labels,
-              quiet=args.quiet)  # fmt: skip
+              quiet=args.quiet, evaluation=result.evaluation)  # fmt: skip
     return 0
