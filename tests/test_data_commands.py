@@ -133,3 +133,15 @@ def test_show_refuses_bad_requests_in_one_line(args, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_data_show_refuses_a_grid_over_the_limit_in_one_line(tmp_path, capsys):
+    from fashionnet.cli.data import MAX_GRID
+
+    data = tmp_path / "data"
+    write_idx_folder(data, np.random.default_rng(0), n_train=30, n_test=10)
+    out = tmp_path / "grid.png"
+    indices = [str(i % 30) for i in range(MAX_GRID + 1)]
+    assert main(["data", "show", str(data), "--index", *indices, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "at most" in err and not out.exists()
