@@ -43,7 +43,8 @@ def to_gray(im: Any) -> np.ndarray:
 
     if max(im.size) > 2 * _MAX_SIDE and im.format == "JPEG":  # decode at a fraction of the size
         im.draft("L", (im.size[0] // 2, im.size[1] // 2))
-    im = ImageOps.exif_transpose(im)
+    if "exif" in im.info or "xmp" in im.info or "XML:com.adobe.xmp" in im.info:
+        im = ImageOps.exif_transpose(im)  # only pictures with metadata can be turned
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # 16-bit / 32-bit gray: scaled
         a = np.asarray(im, dtype=np.float64)
         top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
@@ -138,8 +139,9 @@ def _fit(obj: np.ndarray, size: tuple[int, int], inner: int, centre: str) -> np.
 def _dataset_format(gray: np.ndarray) -> bool:
     """Whether a picture at the model's size already is a dataset image: most of its border
     exactly black (its object may cover much of it: the dataset's longest sides touch the edges)."""
-    _, _, values = _border(gray)
-    return bool(np.mean(values == 0.0) >= 0.25)
+    edges = (gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1])
+    black = sum(int(np.count_nonzero(edge == 0.0)) for edge in edges)
+    return black >= 0.25 * sum(len(edge) for edge in edges)
 
 
 def prepare_gray(

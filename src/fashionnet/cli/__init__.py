@@ -17,11 +17,11 @@ from .._version import __version__
 from ..checkpoint import CheckpointError
 from ..data import DataError
 from ..train import TrainingDiverged
-from . import data, evaluate, export, predict, report, summary, train
+from . import data, evaluate, export, predict, report, serve, summary, train
 from ._common import UsageError
 
 COMMANDS = {m.__name__.rsplit(".", 1)[1]: m for m in (train, evaluate, predict, report, summary,
-                                                        export, data)}  # fmt: skip
+                                                        export, serve, data)}  # fmt: skip
 
 
 class Parser(argparse.ArgumentParser):
@@ -43,6 +43,7 @@ EXAMPLES = """examples:
   fashionnet report runs/cnn                report/report.html: curves, confusion, mistakes
   fashionnet export runs/cnn cnn.onnx --format onnx
                                             for onnxruntime and other runtimes
+  fashionnet serve runs/cnn                 an HTTP API and a web page on http://127.0.0.1:8000/
   fashionnet data show --per-class 4 --out grid.png
                                             look at the data
 

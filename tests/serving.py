@@ -1,0 +1,31 @@
+"""Helpers for the server tests: a picture as PNG bytes, and a real `fashionnet serve` process."""
+
+import io
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+
+def png(image: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, "PNG")
+    return out.getvalue()
+
+
+def serve_process(run_dir, *flags, workers=1):
+    """A `fashionnet serve` process on a free port, returned (with the port) once every worker
+    has finished its startup (warm-up included): events from its log, no waiting on a clock."""
+    proc = subprocess.Popen([sys.executable, "-m", "fashionnet", "serve", str(run_dir),
+                             "--port", "0", "--workers", str(workers), *flags],
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    port, started = None, 0
+    for line in proc.stderr:
+        if "Uvicorn running on" in line:
+            port = int(line.rsplit(":", 1)[1].split()[0])
+        started += "Application startup complete" in line
+        if port is not None and started == workers:
+            return proc, port
+    proc.wait()
+    raise AssertionError("the server did not start")

@@ -1,0 +1,218 @@
+"""fashionnet serve: every endpoint through FastAPI's TestClient, every bad input a 4xx, the
+batcher, and the command as a process (a bad model, SIGTERM, several workers)."""
+
+import asyncio
+import json
+import signal
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+from serving import png, serve_process
+
+pytest.importorskip("fastapi", reason="the serve extra is not installed")
+from fastapi.testclient import TestClient
+
+from fashionnet.checkpoint import save_checkpoint
+from fashionnet.cli import main
+from fashionnet.data import CLASS_NAMES
+from fashionnet.model import mlp
+from fashionnet.serve import create_app
+from fashionnet.serve.batcher import Batcher
+
+
+def chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def bomb() -> bytes:
+    """A PNG whose header declares 30000x30000 pixels (a decompression bomb: 110 KB of zeros
+    would inflate to 900 MB); only the header is real."""
+    ihdr = struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 999))
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run folder as train leaves it: model.npz and MODEL_CARD.md."""
+    folder = tmp_path_factory.mktemp("run")
+    model = mlp(784, [32], 10, rng=np.random.default_rng(0))
+    meta = {"image_shape": [28, 28], "class_names": list(CLASS_NAMES), "input_scale": 1 / 255}
+    save_checkpoint(folder / "model.npz", model, metadata=meta)
+    (folder / "MODEL_CARD.md").write_text("# Model card: test\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def client(run_dir):
+    with TestClient(create_app(run_dir, max_upload_mb=1)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(1)
+    out = np.zeros((4, 28, 28), np.uint8)
+    out[:, 2:-2, 6:-6] = rng.integers(30, 256, (4, 24, 16))
+    return out
+
+
+def test_predict_multipart_raw_and_pixels_agree_with_the_cli(client, run_dir, images, tmp_path,
+                                                             capsys):  # fmt: skip
+    for i, im in enumerate(images):
+        (tmp_path / f"{i}.png").write_bytes(png(im))
+    assert main(["predict", str(run_dir), *[str(tmp_path / f"{i}.png") for i in range(4)],
+                 "--json", "--top-k", "3"]) == 0  # fmt: skip
+    cli = [json.loads(line)["predictions"] for line in capsys.readouterr().out.splitlines()]
+    files = [("file", (f"{i}.png", png(im), "image/png")) for i, im in enumerate(images)]
+    r = client.post("/v1/predict?top_k=3", files=files)
+    assert r.status_code == 200
+    body = r.json()
+    assert [p["input"] for p in body["predictions"]] == ["0.png", "1.png", "2.png", "3.png"]
+    for ours, theirs in zip(body["predictions"], cli, strict=True):
+        assert [t["class"] for t in ours["top"]] == [t["class"] for t in theirs]
+        assert np.allclose([t["probability"] for t in ours["top"]],
+                           [t["probability"] for t in theirs], rtol=1e-5)  # fmt: skip
+    raw = client.post("/v1/predict", content=png(images[0]), headers={"content-type": "image/png"})
+    assert raw.json()["predictions"][0]["top"][0]["class"] == cli[0][0]["class"]
+    pixels = client.post("/v1/predict/pixels", json={"pixels": [images[1].ravel().tolist()]})
+    assert pixels.json()["predictions"][0]["top"][0]["class"] == cli[1][0]["class"]
+    assert body["model"].startswith(run_dir.name + "@")
+
+
+def test_view_returns_what_the_model_saw(client, images):
+    photo = np.full((200, 150), 255, np.uint8)
+    photo[20:180, 40:110] = 40  # a dark garment on white
+    r = client.post("/v1/predict?view=true&top_k=5", files={"file": ("p.png", png(photo))})
+    prediction = r.json()["predictions"][0]
+    assert len(prediction["top"]) == 5
+    assert prediction["view"].startswith("data:image/png;base64,")
+
+
+def test_model_card_health_metrics_page_docs(client):
+    facts = client.get("/v1/model").json()
+    assert facts["class_names"] == list(CLASS_NAMES)
+    assert facts["input"]["image_shape"] == [28, 28] and facts["input"]["range"] == "0..255"
+    assert client.get("/v1/model/card").text.startswith("# Model card")
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready"}
+    page = client.get("/").text
+    assert 'id="file"' in page and 'id="result"' in page and "<canvas" in page
+    assert "http://" not in page and "https://" not in page  # no CDN: works offline
+    assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
+    assert client.get("/docs").status_code == 200
+    client.post("/v1/predict", content=b"junk", headers={"content-type": "image/png"})
+    text = client.get("/metrics").text
+    assert 'fashionnet_requests_total{endpoint="/v1/predict",status="415"}' in text
+    assert "fashionnet_batch_size_bucket" in text and "fashionnet_request_seconds_bucket" in text
+
+
+BAD = {
+    "not an image": ({"content": b"hello", "headers": {"content-type": "image/png"}}, 415),
+    "truncated": ({"content": "TRUNC", "headers": {"content-type": "image/png"}}, 422),
+    "bomb": ({"content": "BOMB", "headers": {"content-type": "image/png"}}, 413),
+    "empty body": ({"content": b"", "headers": {"content-type": "image/png"}}, 422),
+    "too large": ({"content": b"\0" * (2 << 20), "headers": {"content-type": "image/png"}}, 413),
+    "too large, chunked": ({"content": "CHUNKS", "headers": {"content-type": "image/png"}}, 413),
+    "wrong type": ({"content": b"a,b", "headers": {"content-type": "text/csv"}}, 415),
+    "no type": ({"content": b"\x89PNG"}, 415),
+    "no file field": ({"files": {"picture": ("a.png", b"x")}}, 422),
+    "text field": ({"data": {"file": "hello"}, "files": {"other": ("a", b"x")}}, 422),
+    "too many images": ("MANY", 413),
+    "broken multipart": ({"content": b"--x\r\nnonsense",
+                          "headers": {"content-type": "multipart/form-data; boundary=x"}}, 422),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_uploads_are_4xx_with_a_message(client, images, case):
+    kwargs, status = BAD[case]
+    if kwargs == "MANY":
+        kwargs = {"files": [("file", (f"{i}.png", png(images[0]))) for i in range(65)]}
+    elif kwargs.get("content") == "TRUNC":
+        kwargs = {**kwargs, "content": png(images[0])[:60]}
+    elif kwargs.get("content") == "BOMB":
+        kwargs = {**kwargs, "content": bomb()}
+    elif kwargs.get("content") == "CHUNKS":  # no Content-Length: counted as it arrives
+        kwargs = {**kwargs, "content": (b"\0" * (64 << 10) for _ in range(20))}
+    r = client.post("/v1/predict", **kwargs)
+    assert r.status_code == status, r.text
+    detail = r.json()["detail"]
+    assert detail and (isinstance(detail, list) or len(detail) > 10)
+
+
+@pytest.mark.parametrize(
+    ("body", "query", "status"),
+    [
+        ({"pixels": [[0] * 783]}, "", 422),
+        ({"pixels": [[300] * 784]}, "", 422),
+        ({"pixels": [[-1] * 784]}, "", 422),
+        ({"pixels": []}, "", 422),
+        ({"pixels": [[0] * 784] * 65}, "", 413),
+        ({"pixels": [[0] * 784], "labels": [1]}, "", 422),
+        ({"pixels": "no"}, "", 422),
+        ({"pixels": [[0] * 784]}, "?top_k=0", 422),
+        ({"pixels": [[0] * 784]}, "?top_k=11", 422),
+        ({"pixels": [[0] * 784]}, "?top_k=x", 422),
+    ],
+)
+def test_bad_pixels_are_4xx(client, body, query, status):
+    r = client.post("/v1/predict/pixels" + query, json=body)
+    assert r.status_code == status, r.text
+
+
+def test_malformed_json_is_422(client):
+    r = client.post("/v1/predict/pixels", content=b"{not json",
+                    headers={"content-type": "application/json"})  # fmt: skip
+    assert r.status_code == 422
+
+
+def test_the_batcher_gathers_concurrent_requests_into_one_pass():
+    seen = []
+
+    def predict(x):
+        seen.append(len(x))
+        return np.stack([np.full(3, float(v)) for v in x[:, 0, 0]])
+
+    async def scenario(max_batch):
+        batcher = Batcher(predict, max_batch=max_batch, max_wait=60.0)  # fills up, never waits
+        batcher.start()
+        requests = [np.full((1 + i % 2, 2, 2), i, np.uint8) for i in range(8)]  # 12 images
+        answers = await asyncio.gather(*[batcher(r) for r in requests])
+        await batcher.stop()
+        for r, a in zip(requests, answers, strict=True):
+            assert a.shape == (len(r), 3) and (a == r[0, 0, 0]).all()  # each gets its own rows
+
+    asyncio.run(scenario(12))
+    assert seen == [12]
+    seen.clear()
+    asyncio.run(scenario(1))  # batching off: a pass per request
+    assert seen == [1, 2, 1, 2, 1, 2, 1, 2]
+
+
+def test_a_model_that_does_not_load_stops_serve_with_one_line(tmp_path, capsys):
+    (tmp_path / "model.npz").write_bytes(b"PK\x03\x04 not really")
+    assert main(["serve", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model.npz" in err
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_answers_then_stops_on_sigterm_with_exit_0(run_dir, images, workers):
+    import httpx
+
+    proc, port = serve_process(run_dir, workers=workers)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            r = http.post("/v1/predict", content=png(images[0]),
+                          headers={"content-type": "image/png"})  # fmt: skip
+            assert r.status_code == 200 and r.json()["predictions"][0]["top"][0]["class"]
+        proc.send_signal(signal.SIGTERM)
+        err = proc.stderr.read()
+        assert proc.wait() == 0 and "Traceback" not in err
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()
