@@ -496,9 +496,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", nargs="*", help="run only these sections")
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
+    parser.add_argument("--render", action="store_true",
+                        help="measure nothing: rewrite BENCHMARKS.md from the saved results "
+                        "(results.json, serve_results.json)")  # fmt: skip
     args = parser.parse_args()
     if args.worker:
         run_worker(args)
+        return
+    if args.render:
+        (ROOT / "BENCHMARKS.md").write_text(render(json.loads(args.out.read_text())))
         return
     repeats = 1 if args.smoke else args.repeats
     have = {m: _importable(m) for m in ("torch", "sklearn", "pandas")}
@@ -673,7 +679,57 @@ def render(results: dict[str, Any]) -> str:
         for name, table in results["profile"].items():
             lines += [f"{name}: {table.strip()}", ""]
         lines += [OPTIMISATIONS, ""]
+    serving = HERE / "serve_results.json"
+    if serving.exists():
+        lines += render_serving(json.loads(serving.read_text()))
     return "\n".join(lines)
+
+
+def render_serving(r: dict[str, Any]) -> list[str]:
+    """The section benchmarks/serve_load.py measures: fashionnet serve under load."""
+    mixed = r["mixed"]
+    lines = [
+        "## fashionnet serve",
+        "",
+        f"Measured {r['date']} with `{r['command']}`, server and client on this machine "
+        "(loopback). Both servers run 2 uvicorn workers; `fashionnet serve` gives each worker "
+        "one BLAS thread (its default `--threads 1`).",
+        "",
+        f"Mixed load: {mixed['requests']:,} requests at concurrency 32 from an asyncio client, "
+        f"{mixed['malformed']} of them malformed: {mixed['malformed_4xx']} answered 4xx, "
+        f"{mixed['good_200_cli_class']:,} of {mixed['good']:,} good ones 200 with the class "
+        f"`fashionnet predict` gives, {mixed['any_5xx']} responses 5xx, in "
+        f"{mixed['seconds']:.1f} s. Server RSS (all processes) {mixed['rss_mib_after_1000']:.1f}"
+        f" MiB after 1,000 requests, {mixed['rss_mib_at_end']:.1f} MiB at the end.",
+        "",
+        "Throughput with `ab -n N -c 32 -p 28x28.png -T image/png` (median of the rounds, "
+        "contenders alternating, a fresh server each round):",
+        "",
+        "| model | server | requests/s | p50 | p99 | rounds |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    models = r.get("models", {})
+    if models:
+        lines[4:4] = [f"Models: MLP {models['mlp']}; CNN {models['cnn']} (speed does not depend "
+                      "on how long it trained).", ""]  # fmt: skip
+    for model, key in (("default MLP", "mlp"), ("cnn preset", "cnn")):
+        for name, v in r[key].items():
+            rounds = ", ".join(f"{x['rps']:,.0f}" for x in v["rounds"])
+            lines.append(f"| {model} | {name} | {v['rps']:,.0f} | {v['p50_ms']:.0f} ms | "
+                         f"{v['p99_ms']:.0f} ms | {rounds} |")  # fmt: skip
+    lines.append("")
+    cost = r.get("cnn_forward_ms_per_image")
+    if cost:
+        on, off = r["cnn"]["batching on"]["rps"], r["cnn"]["batching off"]["rps"]
+        lines += [
+            f"Batching multiplies the cnn model's throughput by {on / off:.2f}. Its forward pass "
+            f"alone (one BLAS thread) takes {cost['1']:.2f} ms for one image and "
+            f"{cost['64']:.2f} ms per image in a batch of 64: {cost['1'] / cost['64']:.2f}x is "
+            "all that batching can gain for this network until its batched convolutions get "
+            "faster; the rest of the gap is the server's own work per request.",
+            "",
+        ]
+    return lines
 
 
 def _ratio(runs: list[dict[str, Any]], torch_runs: list[dict[str, Any]]) -> str:

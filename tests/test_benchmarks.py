@@ -73,3 +73,34 @@ def test_a_worker_runs_in_its_own_process_and_prints_one_json_line():
     assert result.returncode == 0, result.stderr[-2000:]
     printed = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(printed["seconds_to"]) == {"0.76", "0.85", "0.88"} and printed["peak_rss_mb"] > 0
+
+
+@pytest.mark.realdata
+def test_serve_load_benchmark_smoke_run(tmp_path, real_data):
+    """benchmarks/serve_load.py at tiny counts, so it never rots: every check it makes holds."""
+    import shutil
+
+    pytest.importorskip("fastapi", reason="the serve extra is not installed")
+    if shutil.which("ab") is None:
+        pytest.skip("ab is not installed (apt-get install apache2-utils)")
+    from fashionnet.checkpoint import save_checkpoint
+    from fashionnet.config import preset
+    from fashionnet.data import CLASS_NAMES
+    from fashionnet.runs import build_model
+
+    meta = {"image_shape": [28, 28], "class_names": list(CLASS_NAMES), "input_scale": 1 / 255}
+    for name in ("mlp", "cnn-small"):
+        (tmp_path / name).mkdir()
+        model = build_model(preset(name), 784, 10, np.random.default_rng(0))
+        save_checkpoint(tmp_path / name / "model.npz", model, metadata=meta)
+    out = tmp_path / "serve.json"
+    script = ROOT / "benchmarks" / "serve_load.py"
+    subprocess.run([sys.executable, str(script), str(tmp_path / "mlp"), str(tmp_path / "cnn-small"),
+                    "--requests", "400", "--rounds", "1", "--out", str(out)],
+                   check=True, capture_output=True)  # fmt: skip
+    result = json.loads(out.read_text())
+    mixed = result["mixed"]
+    assert mixed["any_5xx"] == 0 and mixed["malformed_4xx"] == mixed["malformed"] > 0
+    assert mixed["good_200_cli_class"] == mixed["good"] > 300
+    assert set(result["mlp"]) == {"plain FastAPI endpoint", "fashionnet serve"}
+    assert all(v["rps"] > 0 for v in result["cnn"].values())

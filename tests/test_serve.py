@@ -216,3 +216,26 @@ def test_serve_answers_then_stops_on_sigterm_with_exit_0(run_dir, images, worker
         proc.kill()
         proc.wait()
         proc.stderr.close()
+
+
+def test_a_slow_client_does_not_hold_the_server(run_dir, images):
+    """A client that sends half its body and stalls: another request is answered meanwhile."""
+    import socket
+
+    import httpx
+
+    proc, port = serve_process(run_dir)
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as slow:
+            body = png(images[0])
+            slow.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                         b"Content-Length: %d\r\n\r\n" % len(body) + body[:20])  # fmt: skip
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+                r = http.post("/v1/predict", content=body, headers={"content-type": "image/png"})
+                assert r.status_code == 200
+            slow.sendall(body[20:])  # the slow one still gets its answer
+            assert slow.recv(12).startswith(b"HTTP/1.1 200")
+    finally:
+        proc.terminate()
+        proc.wait()
+        proc.stderr.close()

@@ -1,7 +1,8 @@
 """The page at / in a real browser (Debian's chromium, headless, through Selenium) against a real
 `fashionnet serve` process on 127.0.0.1: upload a test image through the file input, draw on the
 canvas, read #result; no console errors. With FASHIONNET_SCREENSHOT=PATH the test also saves its
-screenshot there (the README's picture is made this way)."""
+screenshot there, and with FASHIONNET_SCREENSHOT_MODEL=RUN_DIR it serves that model (the README's
+picture: the default model, FASHIONNET_SCREENSHOT=docs/serve-page.png)."""
 
 import json
 import os
@@ -50,12 +51,24 @@ def test_the_page_classifies_an_upload_and_a_drawing(trained_run, tmp_path, caps
 
     rng = np.random.default_rng(3)
     image = learnable(rng, 1)[0][0]
-    upload = tmp_path / "garment.png"
-    upload.write_bytes(png(image))
+    if os.environ.get("FASHIONNET_SCREENSHOT_MODEL"):  # a photo-like picture of a test image
+        from fashionnet.data import load_fashion_mnist
+        from photo_variants import make
+
+        image = np.asarray(load_fashion_mnist().test.images[4])
+        upload = tmp_path / "garment.png"
+        upload.write_bytes(make("canvas", image, rng))
+    else:
+        upload = tmp_path / "garment.png"
+        upload.write_bytes(png(image))
     assert main(["predict", str(trained_run), str(upload), "--json"]) == 0
     expected = json.loads(capsys.readouterr().out)["predictions"][0]["class"]
 
-    proc, port = serve_process(trained_run)
+    served = os.environ.get("FASHIONNET_SCREENSHOT_MODEL") or trained_run
+    if served != trained_run:
+        assert main(["predict", str(served), str(upload), "--json"]) == 0
+        expected = json.loads(capsys.readouterr().out)["predictions"][0]["class"]
+    proc, port = serve_process(served)
     try:
         with chromium(1100, 1100) as driver:
             driver.get(f"http://127.0.0.1:{port}/")
@@ -75,8 +88,20 @@ def test_the_page_classifies_an_upload_and_a_drawing(trained_run, tmp_path, caps
             driver.find_element("id", "classify-drawing").click()
             assert wait_for_answer(driver, "drawing") in CLASS_NAMES
             assert not console_errors(driver)
+            driver.execute_script("document.getElementById('file').value = ''")  # same file again
+            driver.find_element("id", "file").send_keys(str(upload))
+            wait_for_answer(driver, "garment.png")
             shot = os.environ.get("FASHIONNET_SCREENSHOT") or str(tmp_path / "page.png")
             driver.save_screenshot(shot)
+            assert (
+                driver.execute_script("return parseFloat(getComputedStyle(document.body).fontSize)")
+                >= 16
+            )
+            driver.set_window_size(500, 900)  # a phone: one column, nothing off the side
+            width, inner = driver.execute_script(
+                "return [document.documentElement.scrollWidth, window.innerWidth]"
+            )
+            assert width <= inner
     finally:
         proc.terminate()
         proc.wait()

@@ -2,8 +2,9 @@
 
 The way Triton and TorchServe batch: the first waiting request opens a batch, which takes every
 image already queued and then waits at most `max_wait` seconds for more, up to `max_batch`
-images. The forward pass runs on one worker thread (NumPy's BLAS uses the cores itself), off the
-event loop, so requests keep being read while the model works; the next batch gathers meanwhile.
+images (a request's images are never split), but only while more are on their way. The forward
+pass runs on one worker thread (NumPy's BLAS uses the cores itself), off the event loop, so
+requests keep being read while the model works; the next batch gathers meanwhile.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="fashionnet-forward")
         self.on_batch: Callable[[int], None] = lambda n: None  # told each batch's size
+        self.coming = 0  # requests being read or prepared, which will be submitted soon
 
     def start(self) -> None:
         """Begin batching on the running event loop."""
@@ -47,23 +49,28 @@ class Batcher:
         return await done
 
     async def _run(self) -> None:
+        """Gather a batch: what is queued, then what arrives while requests are still being read
+        or prepared (`coming`), for at most `max_wait`. A lone request at low load is not kept
+        waiting for company that is not on its way."""
         assert self._queue is not None
-        loop = asyncio.get_running_loop()
+        queue, loop = self._queue, asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
+            batch = [await queue.get()]
             size = len(batch[0][0])
             deadline = loop.time() + self.max_wait
             while size < self.max_batch:
+                if queue.empty():
+                    await asyncio.sleep(0)  # let handlers whose bytes have arrived run first
+                if queue.empty() and self.coming == 0:
+                    break
+                left = deadline - loop.time()
+                if queue.empty() and left <= 0:
+                    break
                 try:
-                    item = self._queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    left = deadline - loop.time()
-                    if left <= 0:
-                        break
-                    try:
-                        item = await asyncio.wait_for(self._queue.get(), left)
-                    except TimeoutError:
-                        break
+                    item = queue.get_nowait() if not queue.empty() else (
+                        await asyncio.wait_for(queue.get(), left))  # fmt: skip
+                except TimeoutError:
+                    break
                 batch.append(item)
                 size += len(item[0])
             await self._forward(batch, size)
