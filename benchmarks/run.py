@@ -682,7 +682,29 @@ def render(results: dict[str, Any]) -> str:
     serving = HERE / "serve_results.json"
     if serving.exists():
         lines += render_serving(json.loads(serving.read_text()))
+    sweeping = HERE / "sweep_results.json"
+    if sweeping.exists():
+        lines += render_sweep(json.loads(sweeping.read_text()))
     return "\n".join(lines)
+
+
+def render_sweep(r: dict[str, Any]) -> list[str]:
+    """The section benchmarks/sweep_scaling.py measures: trials per hour."""
+    lines = [
+        "## fashionnet sweep: trials per hour",
+        "",
+        f"Measured {r['date']} with `{r['command']}`: {r['trials']} trials of the default MLP "
+        f"recipe shortened to {r['epochs']} epochs on {r['limit']:,} images, no pruning, the "
+        "sweep command timed end to end (starting, every trial, testing the chosen one). Each "
+        "worker runs one BLAS thread.",
+        "",
+        "| workers | seconds | trials per hour | against 1 worker |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, row in r["rows"].items():
+        lines.append(f"| {name} | {row['seconds']:.1f} | {row['trials_per_hour']:,.0f} | "
+                     f"{row['speedup']:.2f}x |")  # fmt: skip
+    return [*lines, ""]
 
 
 def render_serving(r: dict[str, Any]) -> list[str]:

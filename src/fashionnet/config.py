@@ -278,3 +278,47 @@ def preset(name: str, **changes: Any) -> RunConfig:
     if name not in PRESETS:
         raise ConfigError("preset", f"must be one of {', '.join(PRESETS)}, got {name!r}")
     return replace(PRESETS[name], **changes)
+
+
+def show_setting(value: Any) -> str:
+    """A setting as it is typed on the command line (`256,128`, `32/64,64`, `none`, `true`)."""
+    if value is None or value == ():
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple) and any(isinstance(v, tuple) for v in value):  # stages
+        return "/".join(",".join(map(str, stage)) for stage in value)
+    if isinstance(value, tuple):  # widths
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def parse_setting(name: str, text: str) -> Any:
+    """A setting typed as text (a `train` flag, a sweep's choice) -> its checked value; what is
+    wrong is a ConfigError naming the field."""
+    if name not in FIELD_TYPES:
+        raise ConfigError(name, "is not a setting (see fashionnet train --help)")
+    kind = FIELD_TYPES[name]
+    base = base_type(kind)
+    widths = base not in (int, float, str, bool) and typing.get_args(base)[0] is int
+    expected = {int: "an integer", float: "a number", str: "a name", bool: "true or false"}.get(
+        base) or ("sizes like 256,128" if widths else "stages like 32/64,64")  # fmt: skip
+    try:
+        if text == "none" and kind is not base:
+            value: Any = None
+        elif base is bool:
+            value = {"true": True, "false": False}[text.lower()]
+        elif base is int:
+            value = int(text)
+        elif base is float:
+            value = float(text)
+        elif base is str:
+            value = text
+        elif widths:  # 256,128
+            value = tuple(int(v) for v in text.split(","))
+        else:  # stages: 32/64,64/128
+            value = tuple(tuple(int(v) for v in stage.split(",")) for stage in text.split("/"))
+    except (ValueError, KeyError):
+        raise ConfigError(name, f"expected {expected}, got {text!r}") from None
+    check_field(name, value)
+    return value

@@ -186,8 +186,9 @@ class Run:
         data: Dataset | None = None,
         *,
         on_start: Callable[[Run, TrainState], None] | None = None,
-        on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        on_epoch: Callable[[dict[str, Any]], bool | None] | None = None,
         progress: bool | None = None,
+        test: bool = True,
     ) -> RunResult:
         """Train as the config says (or continue from last.npz), test, and write the folder.
 
@@ -195,10 +196,13 @@ class Run:
         step, to set `stop_requested` from a signal handler: a stopped run saves last.npz and
         returns with `interrupted` set. The folder is locked while this runs: a second run on
         it is refused (FolderLocked). A run that fails before training starts removes what it
-        made (the folder, or its config.json in a folder that was there).
+        made (the folder, or its config.json in a folder that was there). `on_epoch` returning
+        True stops training after that epoch, as early stopping does (a sweep prunes so).
+        `test=False` leaves the test set alone (a sweep's trials: only the chosen one is tested):
+        no test figures, no model card.
         """
         try:
-            return self._train(data, on_start, on_epoch, progress)
+            return self._train(data, on_start, on_epoch, progress, test)
         finally:
             if self._lock is not None:
                 os.close(self._lock)
@@ -226,8 +230,9 @@ class Run:
         self,
         data: Dataset | None,
         on_start: Callable[[Run, TrainState], None] | None,
-        on_epoch: Callable[[dict[str, Any]], None] | None,
+        on_epoch: Callable[[dict[str, Any]], bool | None] | None,
         progress: bool | None,
+        test_set: bool,
     ) -> RunResult:
         config = self.config
         data = data if data is not None else load_fashion_mnist(config.data)
@@ -273,7 +278,7 @@ class Run:
                         "step": optimizer.steps}  # fmt: skip
             save_last(last, model, optimizer, st, rng, run_meta)
 
-        def end_of_epoch(record: dict[str, Any]) -> None:
+        def end_of_epoch(record: dict[str, Any]) -> bool:
             lines = [json.dumps(r) for r in state.history.epochs]
             with atomic_write(self.folder / "history.jsonl") as f:
                 f.write(("\n".join(lines) + "\n").encode())
@@ -282,8 +287,7 @@ class Run:
                                 metadata={**metadata, "epoch": record["epoch"]})  # fmt: skip
             state.history.train_seconds = time.perf_counter() - started
             save_resume_point(state)
-            if on_epoch is not None:
-                on_epoch(record)
+            return bool(on_epoch(record)) if on_epoch is not None else False
 
         def every_n_steps(st: TrainState) -> None:
             if config.checkpoint_every and optimizer.steps % config.checkpoint_every == 0:
@@ -307,8 +311,9 @@ class Run:
             return RunResult(model, metadata, test, history, interrupted=state.stop_requested,
                              epoch=state.epoch + 1, step=optimizer.steps)  # fmt: skip
         t0 = time.perf_counter()
-        evaluation = evaluate_test_set(model, test.images, test.labels)
-        test_loss, test_acc = evaluation["test_loss"], evaluation["test_accuracy"]
+        evaluation = evaluate_test_set(model, test.images, test.labels) if test_set else None
+        test_loss, test_acc = (evaluation["test_loss"], evaluation["test_accuracy"]) if (
+            evaluation is not None) else (None, None)  # fmt: skip
         best = history.best()
         metadata["metrics"] = {
             "preset": config.preset,
@@ -329,9 +334,13 @@ class Run:
             "data": data.source,
             "data_checksum": checksum,
         }
+        if evaluation is None:  # untested: no test figures at all, rather than empty ones
+            for key in ("test_accuracy", "test_loss", "test_seconds", "test_size"):
+                del metadata["metrics"][key]
         save_checkpoint(self.folder / "model.npz", model, metadata=metadata)
         self._write_json("metrics.json", metadata["metrics"])
-        write_model_card(self.folder, metadata, evaluation)
+        if evaluation is not None:
+            write_model_card(self.folder, metadata, evaluation)
         return RunResult(model, metadata, test, history, evaluation=evaluation)
 
 

@@ -7,7 +7,6 @@ import argparse
 import dataclasses
 import signal
 import sys
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,9 @@ from ..config import (
     PRESETS,
     ConfigError,
     RunConfig,
-    base_type,
-    check_field,
+    parse_setting,
     preset,
+    show_setting,
 )
 from ..runs import Run
 from ..train import History, TrainState, epoch_line
@@ -33,49 +32,14 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _show(value: Any) -> str:
-    """A setting as it is typed on the command line."""
-    if value is None or value == ():
-        return "none"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, tuple) and any(isinstance(v, tuple) for v in value):  # stages
-        return "/".join(",".join(map(str, stage)) for stage in value)
-    if isinstance(value, tuple):  # widths
-        return ",".join(map(str, value))
-    return str(value)
-
-
 def _parser(name: str) -> Any:
     """text -> the field's value, checked as RunConfig checks it (one rule, one message)."""
-    kind = FIELD_TYPES[name]
-    base = base_type(kind)
-    widths = base not in (int, float, str) and typing.get_args(base)[0] is int
-    expected = {int: "an integer", float: "a number", str: "a name"}.get(base) or (
-        "sizes like 256,128" if widths else "stages like 32/64,64"
-    )
 
     def parse(text: str) -> Any:
         try:
-            if text == "none" and kind is not base:
-                value: Any = None
-            elif base is int:
-                value = int(text)
-            elif base is float:
-                value = float(text)
-            elif base is str:
-                value = text
-            elif widths:  # 256,128
-                value = tuple(int(v) for v in text.split(","))
-            else:  # stages: 32/64,64/128
-                value = tuple(tuple(int(v) for v in stage.split(",")) for stage in text.split("/"))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        try:
-            check_field(name, value)
+            return parse_setting(name, text)
         except ConfigError as e:
             raise argparse.ArgumentTypeError(e.message) from None
-        return value
 
     return parse
 
@@ -91,7 +55,7 @@ def add_parser(sub: Any) -> None:
     for f in dataclasses.fields(RunConfig):
         if f.name in NOT_FLAGS:
             continue
-        default = f"default: from --preset; mlp: {_show(getattr(PRESETS['mlp'], f.name))}"
+        default = f"default: from --preset; mlp: {show_setting(getattr(PRESETS['mlp'], f.name))}"
         help_text = f"{f.metadata['help']} ({default})"
         if FIELD_TYPES[f.name] is bool:
             tr.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction,
@@ -130,7 +94,7 @@ def _summary(config: RunConfig) -> str:
     """The settings in which a preset differs from the default one."""
     base = PRESETS["mlp"]
     changed = [
-        f"{f.name}={_show(getattr(config, f.name))}"
+        f"{f.name}={show_setting(getattr(config, f.name))}"
         for f in dataclasses.fields(RunConfig)
         if f.name != "preset" and getattr(config, f.name) != getattr(base, f.name)
     ]
