@@ -18,7 +18,7 @@ RANKS = {
     "checkpoint": 6, "export": 6, "plots": 6, "sklearn": 6,
     "resume": 7, "classify": 7, "card": 7,
     "runs": 8,
-    "report": 9, "serve": 9,
+    "report": 9, "serve": 9, "sweep": 9,
     "cli": 10,
     "__init__": 11, "__main__": 11,
 }  # fmt: skip

@@ -17,11 +17,11 @@ from .._version import __version__
 from ..checkpoint import CheckpointError
 from ..data import DataError
 from ..train import TrainingDiverged
-from . import data, evaluate, export, predict, report, serve, summary, train
+from . import data, evaluate, export, predict, report, serve, summary, sweep, train
 from ._common import UsageError
 
 COMMANDS = {m.__name__.rsplit(".", 1)[1]: m for m in (train, evaluate, predict, report, summary,
-                                                        export, serve, data)}  # fmt: skip
+                                                        export, serve, sweep, data)}  # fmt: skip
 
 
 class Parser(argparse.ArgumentParser):

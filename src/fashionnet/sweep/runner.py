@@ -1,0 +1,182 @@
+"""Running a sweep: the study in its storage (DIR/study.db unless told otherwise), trials on local
+worker processes or as tasks on a Dask cluster, and a line per finished trial meanwhile.
+
+A sweep started again continues its study: it runs until the study holds the requested number
+of finished (complete or pruned) trials. Trials a killed sweep left running are marked failed
+and their values queued again, so a kill -9 costs the trial in flight and nothing is counted
+twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .space import SpecError
+from .trial import Sweep, run_one_trial, run_trials, sweep_from_json, sweep_to_json
+
+FINISHED = ("COMPLETE", "PRUNED")
+
+
+def storage_of(url: str) -> Any:
+    """Optuna's RDB storage; SQLite waits for its lock instead of failing at once, since every
+    worker writes to the same file."""
+    import optuna
+
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+
+def open_study(sweep: Sweep) -> Any:
+    """The sweep's study, created or continued; a continued one must be the same search."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=sweep.study, storage=storage_of(sweep.storage),
+                                direction=sweep.direction,  # type: ignore[arg-type]
+                                load_if_exists=True)  # fmt: skip
+    defined = {"preset": sweep.preset, "metric": sweep.metric,
+               "params": [p.text() for p in sweep.params]}  # fmt: skip
+    before = study.user_attrs.get("sweep")
+    if before is None:
+        study.set_user_attr("sweep", defined)
+    elif before != defined:
+        raise SpecError(f"{sweep.folder}: holds a different sweep ({before}); continue it with "
+                        "the same preset, metric and --param, or use a new --out")  # fmt: skip
+    return study
+
+
+def recover(study: Any) -> list[int]:
+    """Trials left running by a sweep that was killed: failed, their values queued again."""
+    from optuna.trial import TrialState
+
+    lost = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in lost:
+        study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+    return [t.number for t in lost]
+
+
+def finished(study: Any) -> int:
+    return sum(t.state.name in FINISHED for t in study.get_trials(deepcopy=False))
+
+
+def _die_with_parent() -> None:
+    """Linux: this worker gets SIGKILL when the sweep process dies, even by kill -9, so no
+    orphan keeps writing to the study."""
+    with contextlib.suppress(OSError):  # not Linux: the parent's finally still stops them
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _worker(sweep_json: str, worker: int, timeout: float | None) -> None:
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    run_trials(sweep_from_json(sweep_json), worker, timeout)
+
+
+def run_local(sweep: Sweep, workers: int, timeout: float | None, show: Callable[[], None]) -> int:
+    """`workers` processes, each running trials until the study is done; returns how many
+    failed."""
+    context = multiprocessing.get_context("spawn")  # fresh interpreters: one BLAS thread each
+    text = sweep_to_json(sweep)
+    procs = [context.Process(target=_worker, args=(text, i, timeout), daemon=True)
+             for i in range(workers)]  # fmt: skip
+    for p in procs:
+        p.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            for p in procs:
+                p.join(timeout=1.0)  # (the live table's refresh; nothing is decided by it)
+            show()
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+            p.join()
+    show()
+    return sum(p.exitcode not in (0, None) for p in procs)
+
+
+def connect(address: str) -> Any:
+    """A Dask client, or one line saying no scheduler answers (before any trial starts)."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise SpecError("--dask needs the dask extra: pip install 'fashionnet[dask]'") from None
+    try:
+        return Client(address, timeout="10s")  # type: ignore[no-untyped-call]
+    except (OSError, TimeoutError, ValueError) as e:
+        raise SpecError(f"--dask {address}: no Dask scheduler answers ({e})") from None
+
+
+def run_dask(sweep: Sweep, client: Any, study: Any, show: Callable[[], None]) -> int:
+    """Every trial a task on the cluster; a worker that dies loses its trial (Dask runs the
+    task again elsewhere, as a new trial) and the sweep goes on. Returns the tasks that failed."""
+    from distributed import as_completed
+
+    text, failed, round_ = sweep_to_json(sweep), 0, 0
+    while (left := sweep.total - finished(study)) > 0:
+        futures = [client.submit(run_one_trial, text, round_ * 1000 + i, pure=False,
+                                 key=f"fashionnet-trial-{round_}-{i}")
+                   for i in range(left)]  # fmt: skip
+        for future in as_completed(futures):  # type: ignore[no-untyped-call]
+            try:
+                future.result()
+            except Exception as e:
+                failed += 1
+                print(f"fashionnet sweep: a trial failed on the cluster ({type(e).__name__}: {e})",
+                      file=sys.stderr)  # fmt: skip
+            show()
+        recover_lost(study)
+        round_ += 1
+        if failed > 3 * sweep.total:
+            raise SpecError(f"{failed} trials failed on the cluster; see the messages above")
+    return failed
+
+
+def recover_lost(study: Any) -> None:
+    """After a round every task has ended: trials still marked running were on a worker that
+    died. They are failed (not retried here: Dask already ran their task again)."""
+    from optuna.trial import TrialState
+
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+
+
+class Table:
+    """The live view: a line per trial as it finishes (trial, state, metric, epochs, seconds,
+    values), the same on a terminal and in a log."""
+
+    def __init__(self, study: Any, sweep: Sweep) -> None:
+        self.study, self.sweep, self.shown = study, sweep, set[int]()
+        self.start = time.perf_counter()
+        names = " ".join(p.name for p in sweep.params)
+        print(f"trial  state     {sweep.metric:>12}  epochs  seconds  {names}", flush=True)
+
+    def __call__(self) -> None:
+        for t in self.study.get_trials(deepcopy=False):
+            if t.number in self.shown or t.state.name not in (*FINISHED, "FAIL"):
+                continue
+            self.shown.add(t.number)
+            value = f"{t.value:.4f}" if t.value is not None else (
+                f"{t.intermediate_values[max(t.intermediate_values)]:.4f}"
+                if t.intermediate_values else "-")  # fmt: skip
+            values = " ".join(_shown(self.sweep, n, v) for n, v in t.params.items())
+            print(f"{t.number:5d}  {t.state.name.lower():8s}  {value:>12}  "
+                  f"{t.user_attrs.get('epochs', '-'):>6}  "
+                  f"{t.user_attrs.get('seconds', 0.0):7.1f}  {values}", flush=True)  # fmt: skip
+
+
+def _shown(sweep: Sweep, name: str, value: Any) -> str:
+    from ..config import show_setting
+
+    param = next(p for p in sweep.params if p.name == name)
+    if param.kind == "choice":
+        return f"{name}={show_setting(param.choices[int(value)])}"
+    return f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}"

@@ -1,0 +1,219 @@
+"""fashionnet sweep: the search space parser, bad specs refused before any trial, local workers,
+continuing a study, a kill -9 in the middle of a trial, and a real Dask cluster on 127.0.0.1 that
+loses a worker during a trial. Small learnable data keeps every trial under a second or two."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import learnable
+
+optuna = pytest.importorskip("optuna", reason="the sweep extra is not installed")
+
+from fashionnet.cli import main  # noqa: E402
+from fashionnet.sweep.space import SpecError, load_spec, parse_param  # noqa: E402
+
+TRIAL_FILES = {"config.json", "metrics.json", "model.npz", "history.jsonl"}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 2000), ("test", 400)):
+        images, labels = learnable(rng, n)
+        np.savez(folder / f"{name}.npz", x=images, y=labels)
+    return folder
+
+
+def fixed(data, epochs=2):
+    return ["--set", f"data={data}", "--set", f"epochs={epochs}", "--set", "val_size=400",
+            "--set", "hidden=16", "--param", "lr=logfloat:1e-4:1e-2",
+            "--param", "label_smoothing=float:0:0.2"]  # fmt: skip
+
+
+def study_of(folder: Path):
+    return optuna.load_study(study_name="fashionnet", storage=f"sqlite:///{folder / 'study.db'}")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("lr=logfloat:1e-4:1e-2", ("lr", "logfloat", 1e-4, 1e-2, ())),
+        ("dropout=float:0:0.5", ("dropout", "float", 0.0, 0.5, ())),
+        ("epochs=int:5:40", ("epochs", "int", 5, 40, ())),
+        ("optimizer=choice:adam,sgd", ("optimizer", "choice", 0, 0, ("adam", "sgd"))),
+        ("hidden=choice:256,128|512", ("hidden", "choice", 0, 0, ((256, 128), (512,)))),
+        ("batch-size=choice:64,128", ("batch_size", "choice", 0, 0, (64, 128))),
+        ("flip=choice:true,false", ("flip", "choice", 0, 0, (True, False))),
+    ],
+)
+def test_the_search_space_is_parsed_as_train_flags_are(text, expected):
+    p = parse_param(text)
+    assert (p.name, p.kind, p.low, p.high, p.choices) == expected
+    assert parse_param(p.text()) == p  # and written back the same way
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("speed=float:0:1", "'speed' is not a setting"),
+        ("data=choice:a,b", "is not a setting a sweep can vary"),
+        ("lr=float:0.1:0.01", "LOW 0.1 is above HIGH 0.01"),
+        ("lr=logfloat:0:0.1", "a log range must stay above 0"),
+        ("weight_decay=logfloat:-1:0.1", "a log range must stay above 0"),
+        ("optimizer=choice:adam,3", "must be one of"),
+        ("epochs=choice:5,many", "expected an integer"),
+        ("epochs=float:1:5", "not a number setting; use int"),
+        ("lr=int:1:5", "not an integer setting"),
+        ("lr=float:0.1", "expected float:LOW:HIGH"),
+        ("lr=gauss:0:1", "expected NAME=KIND:LOW:HIGH"),
+        ("dropout=float:0:1.5", "dropout must be in"),
+    ],
+)
+def test_bad_params_name_the_problem(text, words):
+    with pytest.raises(SpecError, match=words):
+        parse_param(text)
+
+
+def test_a_toml_spec(tmp_path):
+    spec = tmp_path / "sweep.toml"
+    spec.write_text('preset = "mlp"\ntrials = 7\n[params]\nlr = "logfloat:1e-4:1e-2"\n'
+                    'hidden = "choice:256,128|512"\n[set]\nepochs = 3\n')  # fmt: skip
+    loaded = load_spec(spec)
+    assert loaded["trials"] == 7 and [p.name for p in loaded["params"]] == ["lr", "hidden"]
+    assert loaded["set"] == {"epochs": 3}
+    spec.write_text('[params]\nlr = "logfloat:1e-4:1e-2"\nspeed = 3\n')
+    with pytest.raises(SpecError, match="speed"):
+        load_spec(spec)
+    spec.write_text("trials = [")
+    with pytest.raises(SpecError, match="not TOML"):
+        load_spec(spec)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--param", "lr=float:1:0.1"],
+        ["--param", "nope=int:1:2"],
+        ["--set", "epochs=0"],
+        ["--set", "lr=0.1", "--param", "lr=float:0.01:0.1"],
+        ["--dask", "tcp://127.0.0.1:9"],  # nothing listens there
+    ],
+)
+def test_bad_specs_exit_2_in_one_line_before_any_trial(tmp_path, argv, capsys):
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error" in err
+    assert not (out / "trials").exists() or not any((out / "trials").iterdir())
+
+
+def test_two_local_workers_then_the_same_command_continues(tmp_path, data, capsys):
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--out", str(out), "--trials", "4", "--workers", "2", *fixed(data)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "best: trial" in printed and "fashionnet train --preset mlp" in printed
+    study = study_of(out)
+    finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) >= 4
+    for t in finished:
+        assert {p.name for p in Path(t.user_attrs["folder"]).iterdir()} >= TRIAL_FILES
+        assert "test_accuracy" not in json.loads(
+            (Path(t.user_attrs["folder"]) / "metrics.json").read_text()
+        )  # never tested
+    summary = json.loads((out / "summary.json").read_text())
+    assert (out / "best").resolve() == Path(summary["folder"]).resolve()
+    assert 0 <= summary["test_accuracy"] <= 1 and (out / "best" / "MODEL_CARD.md").exists()
+    rows = (out / "leaderboard.csv").read_text().splitlines()
+    assert rows[0].startswith("trial,state,val_accuracy") and len(rows) == len(study.trials) + 1
+    assert "Optimisation history" in (out / "report.html").read_text()
+    n = len(study.trials)
+    assert main(argv) == 0  # N trials in total: nothing more to run
+    assert len(study_of(out).trials) == n
+    assert main(["sweep", str(out), "--status"]) == 0
+    assert "complete" in capsys.readouterr().out
+
+
+def test_a_sweep_killed_mid_trial_continues_and_counts_nothing_twice(tmp_path, data):
+    out = tmp_path / "sweep"
+    argv = [sys.executable, "-m", "fashionnet", "sweep", "--out", str(out), "--trials", "3",
+            "--workers", "1", "--prune", "none", *fixed(data, epochs=150)]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # the event: trial 1 has written its first epoch, so it is in flight
+        for line in proc.stdout:  # trial 0's line comes first
+            if line.strip().startswith("0 "):
+                break
+        history = out / "trials" / "0001" / "history.jsonl"
+        while not history.exists() and proc.poll() is None:
+            os.sched_yield()
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    running = [t for t in study_of(out).trials if t.state.name == "RUNNING"]
+    assert [t.number for t in running] == [1]
+    done = subprocess.run(argv, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "trials [1] were running when the sweep stopped" in done.stderr
+    trials = study_of(out).trials
+    states = {t.number: t.state.name for t in trials}
+    assert states[1] == "FAIL"
+    assert sum(s == "COMPLETE" for s in states.values()) == 3
+    retry = [t for t in trials if t.user_attrs.get("retry_of") == 1]
+    assert len(retry) == 1 and retry[0].params == trials[1].params
+
+
+def _start(cmd, ready):
+    """A process, returned once a line containing `ready` appears in its log."""
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if ready in line:
+            return proc
+    raise AssertionError(f"{cmd[2:4]} did not start")
+
+
+def test_a_dask_cluster_that_loses_a_worker_finishes_the_sweep(tmp_path, data):
+    pytest.importorskip("distributed", reason="the dask extra is not installed")
+    scheduler_file = tmp_path / "scheduler.json"
+    dask = [sys.executable, "-m", "dask"]
+    procs = [_start([*dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
+                     "--no-dashboard", "--scheduler-file", str(scheduler_file)],
+                    "Scheduler at")]  # fmt: skip
+    try:
+        for name in ("w1", "w2"):
+            procs.append(_start([*dask, "worker", "--scheduler-file", str(scheduler_file),
+                                 "--host", "127.0.0.1", "--nthreads", "1", "--no-dashboard",
+                                 "--no-nanny", "--name", name], "Registered to"))  # fmt: skip
+        address = json.loads(scheduler_file.read_text())["address"]
+        out = tmp_path / "sweep"
+        argv = [sys.executable, "-m", "fashionnet", "sweep", "--out", str(out), "--trials", "4",
+                "--dask", address, "--prune", "none", *fixed(data, epochs=60)]  # fmt: skip
+        sweep = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # the event: both workers are inside a trial (trials 0 and 1 have written an epoch)
+        first = [out / "trials" / f"{i:04d}" / "history.jsonl" for i in (0, 1)]
+        while not all(f.exists() for f in first) and sweep.poll() is None:
+            os.sched_yield()
+        procs[1].kill()  # worker w1 dies mid-trial
+        stdout, stderr = sweep.communicate()
+        assert sweep.returncode == 0, stderr
+        trials = study_of(out).trials
+        complete = [t for t in trials if t.state.name == "COMPLETE"]
+        assert len(complete) >= 4 and sum(t.state.name == "FAIL" for t in trials) >= 1
+        for t in complete:  # every other trial intact
+            assert {p.name for p in Path(t.user_attrs["folder"]).iterdir()} >= TRIAL_FILES
+        assert "best: trial" in stdout
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+            p.stderr.close()
