@@ -746,9 +746,9 @@ def render_serving(r: dict[str, Any]) -> list[str]:
         lines += [
             f"Batching multiplies the cnn model's throughput by {on / off:.2f}. Its forward pass "
             f"alone (one BLAS thread) takes {cost['1']:.2f} ms for one image and "
-            f"{cost['64']:.2f} ms per image in a batch of 64: {cost['1'] / cost['64']:.2f}x is "
-            "all that batching can gain for this network until its batched convolutions get "
-            "faster; the rest of the gap is the server's own work per request.",
+            f"{cost['64']:.2f} ms per image in a batch of 64, so the model's own arithmetic "
+            f"gains {cost['1'] / cost['64']:.2f}x from batching: more than that needs batched "
+            "convolutions that cost less per image.",
             "",
         ]
     return lines
