@@ -39,20 +39,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from serving import png  # noqa: E402
-
-
-def start(cmd: list[str], workers: int, env: dict[str, str] | None = None) -> tuple[Any, int]:
-    """A server process and its port, once its workers have started (read from its log)."""
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
-    port, started = None, 0
-    for line in proc.stderr:
-        if "Uvicorn running on" in line:
-            port = int(line.rsplit(":", 1)[1].split()[0])
-        started += "Application startup complete" in line
-        if port is not None and started == workers:
-            return proc, port
-    raise SystemExit(f"server did not start: {' '.join(cmd)}")
+from serving import png, serve_process, start_server  # noqa: E402
 
 
 def stop(proc: Any) -> None:
@@ -175,8 +162,7 @@ async def drive(port: int, work: list[tuple[str, bytes, int]], concurrency: int,
 
 
 def mixed_load(mlp_run: Path, n: int, images: list[bytes], expected: list[str]) -> dict:
-    proc, port = start([sys.executable, "-m", "fashionnet", "serve", str(mlp_run), "--port", "0",
-                        "--workers", "2"], workers=2)  # fmt: skip
+    proc, port = serve_process(mlp_run, workers=2)
     rss = {}
 
     def progress(done: int) -> None:
@@ -224,7 +210,7 @@ def throughput(contenders: dict[str, tuple[list[str], int, dict | None]], body: 
     runs: dict[str, list[dict]] = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, (cmd, workers, env) in contenders.items():
-            proc, port = start(cmd, workers, env)
+            proc, port = start_server(cmd, workers, env)
             try:
                 ab(port, body, max(200, n // 10))  # warm-up, not counted
                 runs[name].append(ab(port, body, n))

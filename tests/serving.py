@@ -14,12 +14,11 @@ def png(image: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-def serve_process(run_dir, *flags, workers=1):
-    """A `fashionnet serve` process on a free port, returned (with the port) once every worker
-    has finished its startup (warm-up included): events from its log, no waiting on a clock."""
-    proc = subprocess.Popen([sys.executable, "-m", "fashionnet", "serve", str(run_dir),
-                             "--port", "0", "--workers", str(workers), *flags],
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+def start_server(cmd, workers=1, env=None):
+    """A server process started with `cmd`, returned with its port once uvicorn listens and
+    every worker has finished its startup (warm-up included): events from its log, no waiting
+    on a clock."""
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
     port, started = None, 0
     for line in proc.stderr:
         if "Uvicorn running on" in line:
@@ -28,4 +27,11 @@ def serve_process(run_dir, *flags, workers=1):
         if port is not None and started == workers:
             return proc, port
     proc.wait()
-    raise AssertionError("the server did not start")
+    raise AssertionError(f"the server did not start: {' '.join(map(str, cmd))}")
+
+
+def serve_process(run_dir, *flags, workers=1):
+    """`fashionnet serve RUN_DIR` on a free port."""
+    cmd = [sys.executable, "-m", "fashionnet", "serve", str(run_dir), "--port", "0",
+           "--workers", str(workers), *flags]  # fmt: skip
+    return start_server(cmd, workers)

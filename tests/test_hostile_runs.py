@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import fit_stopping_at, learnable
+from conftest import fit_stopping_at, write_learnable
 from fashionnet import _fsutil
 from fashionnet._fsutil import FolderLocked, NotARegularFile, lock_folder, open_regular
 from fashionnet.checkpoint import save_checkpoint
@@ -21,12 +21,7 @@ from fashionnet.model import mlp
 
 def write_dataset(folder):
     """A small random train.npz / test.npz dataset in `folder` (made here)."""
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for name, n in (("train", 300), ("test", 60)):
-        images, labels = learnable(rng, n)
-        np.savez(folder / f"{name}.npz", x=images, y=labels)
-    return folder
+    return write_learnable(folder, 300, 60)
 
 
 @pytest.fixture

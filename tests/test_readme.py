@@ -12,9 +12,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-import numpy as np
-
-from conftest import learnable
+from conftest import write_learnable
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -25,12 +23,7 @@ def snippets() -> list[str]:
 
 
 def test_every_python_snippet_runs_as_printed(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    for name, n in (("train", 6000), ("test", 1000)):
-        images, labels = learnable(rng, n)
-        np.savez(data / f"{name}.npz", x=images, y=labels)
+    data = write_learnable(tmp_path / "data", 6000, 1000)
     code = snippets()
     assert len(code) >= 6
     script = tmp_path / "work" / "readme.py"

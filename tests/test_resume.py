@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import learnable
+from conftest import write_learnable
 from fashionnet._fsutil import atomic_write
 from fashionnet.checkpoint import read_checkpoint
 from fashionnet.cli import main
@@ -35,14 +35,7 @@ def _default_signal_handlers():
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    # .npz, not IDX files under the official names, which would (rightly) warn of a checksum
-    # mismatch on every load and so add a line to every stderr checked here
-    folder = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    for name, n in (("train", 1100), ("test", 200)):
-        images, labels = learnable(rng, n)
-        np.savez(folder / f"{name}.npz", x=images, y=labels)
-    return folder
+    return write_learnable(tmp_path_factory.mktemp("data"), 1100, 200)
 
 
 def train_argv(data_dir, out, optimizer):

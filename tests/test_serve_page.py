@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from browser import chromium, console_errors
-from conftest import learnable
+from conftest import learnable, write_learnable
 from serving import png, serve_process
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed")
@@ -23,11 +23,7 @@ from fashionnet.data import CLASS_NAMES
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """A small model that has learned something (bands of rows give the class)."""
-    folder = tmp_path_factory.mktemp("page")
-    rng = np.random.default_rng(0)
-    for name, n in (("train", 1500), ("test", 300)):
-        images, labels = learnable(rng, n)
-        np.savez(folder / f"{name}.npz", x=images, y=labels)
+    folder = write_learnable(tmp_path_factory.mktemp("page"), 1500, 300)
     run = folder / "run"
     assert main(["train", "--data", str(folder), "--out", str(run), "--epochs", "3", "--val-size",
                  "300", "--hidden", "32", "--quiet", "--no-report"]) == 0  # fmt: skip

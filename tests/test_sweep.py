@@ -9,10 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from conftest import learnable
+from conftest import write_learnable
 
 optuna = pytest.importorskip("optuna", reason="the sweep extra is not installed")
 
@@ -24,12 +23,7 @@ TRIAL_FILES = {"config.json", "metrics.json", "model.npz", "history.jsonl"}
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    for name, n in (("train", 2000), ("test", 400)):
-        images, labels = learnable(rng, n)
-        np.savez(folder / f"{name}.npz", x=images, y=labels)
-    return folder
+    return write_learnable(tmp_path_factory.mktemp("data"), 2000, 400)
 
 
 def fixed(data, epochs=2):
