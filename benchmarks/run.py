@@ -205,6 +205,8 @@ def _torch_twin(model: Any, threads: int) -> Any:
             layers.append(torch.nn.Unflatten(1, layer.shape))
         elif kind in ("ReLU", "Flatten"):
             layers.append(getattr(torch.nn, kind)())
+        elif kind == "Dropout":  # the same work; its own masks (its own random generator)
+            layers.append(torch.nn.Dropout(layer.p))
         else:
             raise ValueError(f"no torch twin for {kind}")
     return torch.nn.Sequential(*layers)

@@ -22,10 +22,18 @@ def _bench_module():
 def test_torch_twin_of_the_default_preset_computes_the_same_network():
     torch = pytest.importorskip("torch")
     from fashionnet.config import preset
+    from fashionnet.layers import Dropout
     from fashionnet.runs import build_model
 
-    model = build_model(preset("mlp"), 784, 10, np.random.default_rng(0))
-    twin = _bench_module()._torch_twin(model, threads=1)
+    bench = _bench_module()
+    twin = bench._torch_twin(build_model(preset("mlp"), 784, 10, np.random.default_rng(0)), 1)
+    rates = [m.p for m in twin if isinstance(m, torch.nn.Dropout)]
+    assert rates == [0.016, 0.065, 0.065]  # the default's input and hidden dropout, as they are
+    # without dropout (whose masks come from two generators) the two compute the same numbers
+    model = build_model(preset("mlp", dropout=0.0, input_dropout=0.0), 784, 10,
+                        np.random.default_rng(0))  # fmt: skip
+    assert not any(isinstance(layer, Dropout) for layer in model.layers)
+    twin = bench._torch_twin(model, threads=1)
     x = np.random.default_rng(1).random((64, 784), dtype=np.float32)
     for training in (True, False):
         twin.train(training)

@@ -232,16 +232,27 @@ def replace(config: RunConfig, **changes: Any) -> RunConfig:
     return dataclasses.replace(config, **changes)
 
 
-_MLP = RunConfig()
+_BASE = RunConfig()  # the fields' defaults: what config.json files before RunConfig meant
 _CNN = dataclasses.replace(  # what the CNN presets share
-    _MLP, arch="cnn", stages=((32,),), batch_norm=False, dropout=0.25, weight_decay=0.05,
+    _BASE, arch="cnn", stages=((32,),), batch_norm=False, dropout=0.25, weight_decay=0.05,
     schedule="cosine", cycle_epochs=None, batch_size=128, label_smoothing=0.0,
 )  # fmt: skip
 PRESETS: dict[str, RunConfig] = {
-    "mlp": _MLP,
+    # Found by `fashionnet sweep --spec docs/sweeps/mlp.toml` (109 trials in 30 minutes), rounded
+    # to two digits: 0.9093 test accuracy where the earlier 256-128 recipe gave 0.8998
+    # (docs/presets.md).
+    "mlp": dataclasses.replace(
+        _BASE,
+        hidden=(1024, 512),
+        dropout=0.065,
+        input_dropout=0.016,
+        lr=0.0023,
+        weight_decay=0.082,
+        label_smoothing=0.2,
+    ),
     # The notebook's 784-10-10 ReLU net and its U(-0.5, 0.5) init, trained correctly.
     "seed": dataclasses.replace(
-        _MLP,
+        _BASE,
         preset="seed",
         hidden=(10,),
         init="uniform",

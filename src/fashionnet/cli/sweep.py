@@ -142,7 +142,7 @@ def _run(args: argparse.Namespace) -> int:
         timeout = s["timeout"] * 60 if s["timeout"] else None
         if client is not None:
             with client:
-                run_dask(sweep, client, study, table)
+                run_dask(sweep, client, study, table, timeout)
         else:
             run_local(sweep, s["workers"], timeout, table)
         summary = finish(study, sweep)

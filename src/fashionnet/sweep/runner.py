@@ -115,16 +115,24 @@ def connect(address: str) -> Any:
         raise SpecError(f"--dask {address}: no Dask scheduler answers ({e})") from None
 
 
-def run_dask(sweep: Sweep, client: Any, study: Any, show: Callable[[], None]) -> int:
-    """Every trial a task on the cluster; a worker that dies loses its trial (Dask runs the
-    task again elsewhere, as a new trial) and the sweep goes on. Returns the tasks that failed."""
+def run_dask(
+    sweep: Sweep, client: Any, study: Any, show: Callable[[], None], timeout: float | None
+) -> int:
+    """Every trial a task on the cluster, sent in waves of twice the workers, so the TPE
+    sampler learns from finished trials and `timeout` (seconds) is checked between waves. A
+    worker that dies loses its trial (Dask runs the task again elsewhere, as a new trial) and
+    the sweep goes on. Returns the tasks that failed."""
     from distributed import as_completed
 
-    text, failed, round_ = sweep_to_json(sweep), 0, 0
+    text, failed, wave = sweep_to_json(sweep), 0, 0
+    deadline = None if timeout is None else time.monotonic() + timeout
     while (left := sweep.total - finished(study)) > 0:
-        futures = [client.submit(run_one_trial, text, round_ * 1000 + i, pure=False,
-                                 key=f"fashionnet-trial-{round_}-{i}")
-                   for i in range(left)]  # fmt: skip
+        if deadline is not None and time.monotonic() > deadline:
+            break
+        size = min(left, 2 * max(1, len(client.scheduler_info().get("workers", {}))))
+        futures = [client.submit(run_one_trial, text, wave * 1000 + i, pure=False,
+                                 key=f"fashionnet-trial-{wave}-{i}")
+                   for i in range(size)]  # fmt: skip
         for future in as_completed(futures):  # type: ignore[no-untyped-call]
             try:
                 future.result()
@@ -134,7 +142,7 @@ def run_dask(sweep: Sweep, client: Any, study: Any, show: Callable[[], None]) ->
                       file=sys.stderr)  # fmt: skip
             show()
         recover_lost(study)
-        round_ += 1
+        wave += 1
         if failed > 3 * sweep.total:
             raise SpecError(f"{failed} trials failed on the cluster; see the messages above")
     return failed
