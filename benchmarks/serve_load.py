@@ -279,7 +279,9 @@ def main() -> None:
         plain_env = {**os.environ, "FASHIONNET_PLAIN_MODEL": str(args.mlp_run / "model.npz")}
         plain = [sys.executable, "-m", "uvicorn", "--app-dir", str(HERE), "plain_server:app",
                  "--port", "0", "--workers", "2", "--no-access-log"]  # fmt: skip
+        one_thread = {**plain_env, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
         mlp = throughput({"plain FastAPI endpoint": (plain, 2, plain_env),
+                          "plain, one BLAS thread": (plain, 2, one_thread),
                           "fashionnet serve": ([*serve, str(args.mlp_run)], 2, None)},
                          body, args.requests, args.rounds)  # fmt: skip
         print(json.dumps(mlp, indent=1), flush=True)
