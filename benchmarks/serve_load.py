@@ -25,12 +25,10 @@ import os
 import random
 import re
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +37,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from serving import png, serve_process, start_server  # noqa: E402
+from serving import bomb, png, serve_process, start_server  # noqa: E402
 
 
 def stop(proc: Any) -> None:
@@ -59,15 +57,6 @@ def rss_mib(pid: int) -> float:
             continue
         total += int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
     return total / 1024
-
-
-def bomb() -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data)
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 999))
 
 
 def requests(

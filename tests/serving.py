@@ -1,8 +1,10 @@
 """Helpers for the server tests: a picture as PNG bytes, and a real `fashionnet serve` process."""
 
 import io
+import struct
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -12,6 +14,18 @@ def png(image: np.ndarray) -> bytes:
     out = io.BytesIO()
     Image.fromarray(image).save(out, "PNG")
     return out.getvalue()
+
+
+def bomb() -> bytes:
+    """A PNG whose header declares 30000x30000 pixels (a decompression bomb: 110 KB of zeros
+    would inflate to 900 MB); only the header is real."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 999))
 
 
 def start_server(cmd, workers=1, env=None):

@@ -4,13 +4,11 @@ batcher, and the command as a process (a bad model, SIGTERM, several workers).""
 import asyncio
 import json
 import signal
-import struct
-import zlib
 
 import numpy as np
 import pytest
 
-from serving import png, serve_process
+from serving import bomb, png, serve_process
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed")
 from fastapi.testclient import TestClient
@@ -21,17 +19,6 @@ from fashionnet.data import CLASS_NAMES
 from fashionnet.model import mlp
 from fashionnet.serve import create_app
 from fashionnet.serve.batcher import Batcher
-
-
-def chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def bomb() -> bytes:
-    """A PNG whose header declares 30000x30000 pixels (a decompression bomb: 110 KB of zeros
-    would inflate to 900 MB); only the header is real."""
-    ihdr = struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 999))
 
 
 @pytest.fixture(scope="module")

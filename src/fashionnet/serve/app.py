@@ -44,7 +44,7 @@ class Pixels(BaseModel):
     pixels: list[list[float]]
 
 
-def _model_id(path: Path | None, loaded: LoadedModel) -> str:
+def _model_id(path: Path | None) -> str:
     if path is None or not path.is_file():
         return "in-memory"
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
@@ -72,7 +72,7 @@ def create_app(
         path = path / "model.npz"
     loaded = open_model(source if path is None else path)
     shape, names = loaded.image_shape, loaded.class_names
-    model_id = _model_id(path, loaded)
+    model_id = _model_id(path)
     card_file = path.parent / "MODEL_CARD.md" if path is not None else None
     metrics = Metrics()
     batcher = Batcher(lambda images: loaded.model.predict_proba(to_float(images)),

@@ -52,14 +52,17 @@ def open_study(sweep: Sweep) -> Any:
     return study
 
 
-def recover(study: Any) -> list[int]:
-    """Trials left running by a sweep that was killed: failed, their values queued again."""
+def recover(study: Any, *, retry: bool = True) -> list[int]:
+    """Trials still marked running when nothing runs them (a sweep that was killed, a Dask
+    worker that died): failed, and with `retry` their values queued again (Dask has already
+    run a lost trial's task again, so it passes retry=False)."""
     from optuna.trial import TrialState
 
     lost = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for trial in lost:
         study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        if retry:
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
     return [t.number for t in lost]
 
 
@@ -141,20 +144,11 @@ def run_dask(
                 print(f"fashionnet sweep: a trial failed on the cluster ({type(e).__name__}: {e})",
                       file=sys.stderr)  # fmt: skip
             show()
-        recover_lost(study)
+        recover(study, retry=False)  # every task of the wave has ended
         wave += 1
         if failed > 3 * sweep.total:
             raise SpecError(f"{failed} trials failed on the cluster; see the messages above")
     return failed
-
-
-def recover_lost(study: Any) -> None:
-    """After a round every task has ended: trials still marked running were on a worker that
-    died. They are failed (not retried here: Dask already ran their task again)."""
-    from optuna.trial import TrialState
-
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
 
 
 class Table:
