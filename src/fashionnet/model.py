@@ -28,6 +28,7 @@ from .layers import (
     layer_class,
 )
 from .losses import softmax
+from .threads import region
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
 # Inference batch: activations of 2048 images stay in cache, and below glibc's mmap threshold
@@ -77,8 +78,9 @@ class Sequential:
         return missing
 
     def forward(self, x: Array, *, training: bool = False) -> Array:
-        for layer in self.layers:
-            x = layer.forward(x, training=training)
+        with region(None if self._splits else 1):
+            for layer in self.layers:
+                x = layer.forward(x, training=training)
         return x
 
     def backward(self, grad_out: Array) -> None:
@@ -87,10 +89,16 @@ class Sequential:
         Nothing below that layer has parameters, so its input gradient is never computed.
         """
         first = next((i for i, layer in enumerate(self.layers) if layer.params()), 0)
-        for i in range(len(self.layers) - 1, first - 1, -1):
-            g = self.layers[i].backward(grad_out, input_grad=i > first)
-            if g is not None:
-                grad_out = g
+        with region(None if self._splits else 1):
+            for i in range(len(self.layers) - 1, first - 1, -1):
+                g = self.layers[i].backward(grad_out, input_grad=i > first)
+                if g is not None:
+                    grad_out = g
+
+    @property
+    def _splits(self) -> bool:
+        """Whether a layer splits its batch over threads (threads.py): convolutions do."""
+        return any(layer.splits_batch for layer in self.layers)
 
     def named_parameters(self) -> dict[str, Parameter]:
         """{'0.weight': Parameter, '0.bias': ..., '3.weight': ...} in layer order."""

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import threads
 from .core import Array, Layer, OnnxGraph, Parameter, _cached, array_namespace, init_weight
 
 # im2col columns are built for as many images at a time as fit in this many bytes, so they are
@@ -57,7 +58,14 @@ def window(padded: Array, i: int, j: int, stride: int, out_h: int, out_w: int) -
 
 
 class Conv2D(Layer):
-    """2-D convolution, weight (out_channels, in_channels, kernel, kernel) as in PyTorch."""
+    """2-D convolution, weight (out_channels, in_channels, kernel, kernel) as in PyTorch.
+
+    Each thread (threads.py) takes a part of the batch and runs its chunks start to end: columns,
+    multiply, bias, and in backward the column gradients; only the weight gradient is a sum of
+    the parts' partial sums.
+    """
+
+    splits_batch = True
 
     def __init__(
         self,
@@ -151,14 +159,20 @@ class Conv2D(Layer):
             raise ValueError(f"Conv2D expects {self.in_channels} input channels, got {c}")
         oh, ow = self._sizes(h, w)
         pixels, o = oh * ow, self.out_channels
-        out = array_namespace(x).empty((n * pixels, o), x.dtype)
+        xp = array_namespace(x)
+        out = xp.empty((n * pixels, o), x.dtype)
         matrix = self._matrix()
         step = self._images_per_chunk(pixels, x.itemsize)
-        for n0 in range(0, n, step):  # columns built, multiplied and dropped while in cache
-            rows = out[n0 * pixels : (n0 + step) * pixels]
-            array_namespace(x).matmul(self._im2col(x[n0 : n0 + step]), matrix, out=rows)
-            if self.bias is not None:
-                rows += self.bias.data
+
+        def part(images: slice) -> None:
+            for n0 in range(images.start, images.stop, step):  # built, multiplied, dropped in cache
+                n1 = min(n0 + step, images.stop)
+                rows = out[n0 * pixels : n1 * pixels]
+                xp.matmul(self._im2col(x[n0:n1]), matrix, out=rows)
+                if self.bias is not None:
+                    rows += self.bias.data
+
+        threads.each(n, part)
         self._x = x if training else None
         return as_nchw(out.reshape(n, oh, ow, o))
 
@@ -175,19 +189,25 @@ class Conv2D(Layer):
         g = channels_last(grad_out)
         pixels = g.shape[1] * g.shape[2]
         g = g.reshape(n * pixels, o)
-        d_matrix = xp.zeros((k * k * c, o), g.dtype)
         grad = xp.empty(x.shape, g.dtype) if input_grad else None
         # (k * k, out, C): dcols come out as one contiguous (rows, C) block per kernel position
         taps = self._matrix().reshape(k * k, c, o).transpose(0, 2, 1)
         step = self._images_per_chunk(pixels, x.itemsize)
-        for n0 in range(0, n, step):
-            chunk, rows = x[n0 : n0 + step], g[n0 * pixels : (n0 + step) * pixels]
-            d_matrix += self._im2col(chunk).T @ rows
-            if grad is not None:
-                grad[n0 : n0 + step] = self._col2im(rows @ taps, len(chunk), h, w)
+
+        def part(images: slice) -> tuple[Array, Array]:
+            d_matrix = xp.zeros((k * k * c, o), g.dtype)
+            for n0 in range(images.start, images.stop, step):
+                n1 = min(n0 + step, images.stop)
+                rows = g[n0 * pixels : n1 * pixels]
+                d_matrix += self._im2col(x[n0:n1]).T @ rows
+                if grad is not None:
+                    grad[n0:n1] = self._col2im(rows @ taps, n1 - n0, h, w)
+            return d_matrix, g[images.start * pixels : images.stop * pixels].sum(axis=0)
+
+        d_matrix, d_bias = (threads.total(p) for p in zip(*threads.each(n, part), strict=True))
         self.weight.grad[...] = d_matrix.reshape(k, k, c, o).transpose(3, 2, 0, 1)
         if self.bias is not None:
-            g.sum(axis=0, out=self.bias.grad)
+            self.bias.grad[...] = d_bias
         return None if grad is None else as_nchw(grad)
 
     def _col2im(self, dcols: Array, n: int, h: int, w: int) -> Array:

@@ -15,6 +15,8 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from .. import threads
+
 Array = NDArray[Any]
 
 
@@ -156,6 +158,9 @@ class Layer:
     """
 
     registry: ClassVar[dict[str, type[Layer]]] = {}
+    # True for layers whose work is mostly per-image copies and elementwise passes (convolutions):
+    # a model holding one runs its passes in threads.region(), every layer splitting its batch
+    splits_batch: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -268,18 +273,38 @@ class Linear(Layer):
 
     def forward(self, x: Array, *, training: bool = False) -> Array:
         self._x = x if training else None
-        out = x @ self.weight.data  # (batch, out_features)
-        if self.bias is not None:
-            out += self.bias.data
+        xp = array_namespace(x)
+        out = xp.empty((len(x), self.out_features), xp.result_type(x, self.weight.data))
+
+        def part(rows: slice) -> None:  # one part, the whole batch, unless in threads.region()
+            xp.matmul(x[rows], self.weight.data, out=out[rows])  # (batch, out_features)
+            if self.bias is not None:
+                out[rows] += self.bias.data
+
+        threads.each(len(x), part)
         return out
 
     def backward(self, grad_out: Array, *, input_grad: bool = True) -> Array | None:
         """dW = x^T g, db = sum_batch g, dx = g W^T."""
-        x = _cached(self._x, self)
-        array_namespace(x).matmul(x.T, grad_out, out=self.weight.grad)
+        x, g = _cached(self._x, self), grad_out
+        xp = array_namespace(x)
+        if len(threads.split(len(x), threads.parts())) == 1:
+            xp.matmul(x.T, g, out=self.weight.grad)
+            if self.bias is not None:
+                g.sum(axis=0, out=self.bias.grad)
+            return g @ self.weight.data.T if input_grad else None
+        grad = xp.empty_like(x) if input_grad else None
+
+        def part(rows: slice) -> tuple[Array, Array]:
+            if grad is not None:
+                xp.matmul(g[rows], self.weight.data.T, out=grad[rows])
+            return x[rows].T @ g[rows], g[rows].sum(axis=0)
+
+        d_weight, d_bias = (threads.total(p) for p in zip(*threads.each(len(x), part), strict=True))
+        self.weight.grad[...] = d_weight
         if self.bias is not None:
-            grad_out.sum(axis=0, out=self.bias.grad)
-        return grad_out @ self.weight.data.T if input_grad else None
+            self.bias.grad[...] = d_bias
+        return grad
 
     def config(self) -> dict[str, Any]:
         return {

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import threads
 from .conv import as_nchw, channels_last
 from .core import Array, Layer, OnnxGraph, Parameter, _cached, array_namespace
 
@@ -71,41 +72,79 @@ class BatchNorm(Layer):
         return wide.reshape(tiles, self.num_features).sum(axis=0) if tiles > 1 else wide
 
     def _forward(self, x: Array, tiles: int, training: bool) -> Array:
+        """x: (rows, tiles * C); each pass runs over parts of the rows (threads.py)."""
         xp = array_namespace(x)
+        out = xp.empty_like(x)
         if not training:
             self._x_hat = None  # backward needs a training forward: it raises, as every layer
             scale = self.weight.data / xp.sqrt(self.running_var + self.eps)
-            out = x * xp.tile(scale, tiles)
-            out += xp.tile(self.bias.data - self.running_mean * scale, tiles)
+            scale_t = xp.tile(scale, tiles)
+            shift_t = xp.tile(self.bias.data - self.running_mean * scale, tiles)
+
+            def infer(rows: slice) -> None:
+                xp.multiply(x[rows], scale_t, out=out[rows])
+                out[rows] += shift_t
+
+            threads.each(len(x), infer)
             return out
         n = len(x) * tiles
-        mean = self._per_feature(x.sum(axis=0), tiles) / n
-        x_hat = x - xp.tile(mean, tiles)  # centred now, normalised in place below
-        var = self._per_feature(xp.einsum("ij,ij->j", x_hat, x_hat), tiles) / n
+        mean = self._per_feature(self._sum(x, lambda rows: x[rows].sum(axis=0)), tiles) / n
+        x_hat = xp.empty_like(x)  # centred first, normalised in place below
+        mean_t = xp.tile(mean, tiles)
+
+        def centre(rows: slice) -> Array:
+            xp.subtract(x[rows], mean_t, out=x_hat[rows])
+            return xp.einsum("ij,ij->j", x_hat[rows], x_hat[rows])
+
+        var = self._per_feature(self._sum(x, centre), tiles) / n
         m = self.momentum
         self.running_mean *= 1 - m
         self.running_mean += m * mean
         self.running_var *= 1 - m
         self.running_var += (m * n / max(n - 1, 1)) * var
         inv_std = 1 / xp.sqrt(var + self.eps)
-        x_hat *= xp.tile(inv_std, tiles)
+        inv_t, weight_t, bias_t = (xp.tile(v, tiles) for v in (inv_std, self.weight.data,
+                                                                 self.bias.data))  # fmt: skip
+
+        def normalise(rows: slice) -> None:
+            x_hat[rows] *= inv_t
+            xp.multiply(x_hat[rows], weight_t, out=out[rows])
+            out[rows] += bias_t
+
+        threads.each(len(x), normalise)
         self._x_hat, self._inv_std = x_hat, inv_std
-        out = x_hat * xp.tile(self.weight.data, tiles)
-        out += xp.tile(self.bias.data, tiles)
         return out
 
+    @staticmethod
+    def _sum(x: Array, part_sum: Any) -> Array:
+        """The sum over rows of x that part_sum(rows) gives for each part, parts added in order."""
+        return threads.total(threads.each(len(x), part_sum))
+
     def _backward(self, grad_out: Array, tiles: int, input_grad: bool) -> Array | None:
-        x_hat = _cached(self._x_hat, self)
+        x_hat, g = _cached(self._x_hat, self), grad_out
         xp = array_namespace(x_hat)
-        self.bias.grad[...] = self._per_feature(grad_out.sum(axis=0), tiles)
-        self.weight.grad[...] = self._per_feature(xp.einsum("ij,ij->j", grad_out, x_hat), tiles)
+
+        def sums(rows: slice) -> Array:  # (2, tiles * C): sum of g, sum of g * x_hat
+            return xp.stack([g[rows].sum(axis=0), xp.einsum("ij,ij->j", g[rows], x_hat[rows])])
+
+        d_bias, d_weight = self._sum(x_hat, sums)
+        self.bias.grad[...] = self._per_feature(d_bias, tiles)
+        self.weight.grad[...] = self._per_feature(d_weight, tiles)
         if not input_grad:
             return None
         n = len(x_hat) * tiles
         scale = self.weight.data * self._inv_std
-        grad = x_hat * xp.tile(-self.weight.grad / n * scale, tiles)
-        grad += grad_out * xp.tile(scale, tiles)
-        grad -= xp.tile(self.bias.grad / n * scale, tiles)
+        a_t = xp.tile(-self.weight.grad / n * scale, tiles)
+        b_t = xp.tile(scale, tiles)
+        c_t = xp.tile(self.bias.grad / n * scale, tiles)
+        grad = xp.empty_like(x_hat)
+
+        def part(rows: slice) -> None:
+            xp.multiply(x_hat[rows], a_t, out=grad[rows])
+            grad[rows] += g[rows] * b_t
+            grad[rows] -= c_t
+
+        threads.each(len(x_hat), part)
         return grad
 
     def config(self) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import threads
 from .conv import as_nchw, channels_last, out_size, pad, window
 from .core import Array, Layer, OnnxGraph, _cached, array_namespace
 
@@ -76,15 +77,27 @@ class MaxPool2D(_Pool2D):
         if h % 2 or w % 2:  # an odd last row or column is in no window
             h, w = h - h % 2, w - w % 2
             x = xp.ascontiguousarray(x[:, :h, :w])
-        pairs = x.reshape(n * h * (w // 2), 2, c)
-        left, right = pairs[:, 0], pairs[:, 1]
-        wide = xp.maximum(left, right)  # (n * h * ow, C)
-        rows = wide.reshape(n * (h // 2), 2, (w // 2) * c)
-        top, bottom = rows[:, 0], rows[:, 1]
-        best = xp.maximum(top, bottom)  # (n * oh, ow * C)
-        # >=: the left, then the upper one wins a tie, which is the first in row-major order
-        self._won = (left >= right, top >= bottom) if training else None
-        return best.reshape(n, h // 2, w // 2, c)
+        best = xp.empty((n, h // 2, w // 2, c), x.dtype)
+        # which of each horizontal pair won, then which of each vertical pair of those
+        left_won = xp.empty((n, h * (w // 2), c), bool) if training else None
+        top_won = xp.empty((n, h // 2, (w // 2) * c), bool) if training else None
+
+        def part(images: slice) -> None:
+            m = images.stop - images.start
+            pairs = x[images].reshape(m * h * (w // 2), 2, c)
+            left, right = pairs[:, 0], pairs[:, 1]
+            wide = xp.maximum(left, right)  # (m * h * ow, C)
+            rows = wide.reshape(m * (h // 2), 2, (w // 2) * c)
+            top, bottom = rows[:, 0], rows[:, 1]
+            xp.maximum(top, bottom, out=best[images].reshape(m * (h // 2), (w // 2) * c))
+            # >=: the left, then the upper one wins a tie, the first in row-major order
+            if left_won is not None and top_won is not None:
+                xp.greater_equal(left, right, out=left_won[images].reshape(left.shape))
+                xp.greater_equal(top, bottom, out=top_won[images].reshape(top.shape))
+
+        threads.each(n, part)
+        self._won = (left_won, top_won) if left_won is not None and top_won is not None else None
+        return best
 
     def backward(self, grad_out: Array, *, input_grad: bool = True) -> Array | None:
         """The gradient goes to the maximum of each window (the first one on ties)."""
@@ -109,18 +122,26 @@ class MaxPool2D(_Pool2D):
         xp = array_namespace(g)
         n, h_in, w_in, c = self._x_shape
         h, w = h_in - h_in % 2, w_in - w_in % 2  # the pooled part
-        rows = xp.empty((n * (h // 2), 2, (w // 2) * c), g.dtype)
-        g = g.reshape(n * (h // 2), (w // 2) * c)
-        xp.multiply(g, top_won, out=rows[:, 0], dtype=g.dtype)
-        xp.subtract(g, rows[:, 0], out=rows[:, 1])
-        wide = rows.reshape(n * h * (w // 2), c)
-        pairs = xp.empty((n * h * (w // 2), 2, c), g.dtype)
-        xp.multiply(wide, left_won, out=pairs[:, 0], dtype=g.dtype)
-        xp.subtract(wide, pairs[:, 0], out=pairs[:, 1])
-        if (h, w) == (h_in, w_in):
-            return pairs.reshape(n, h, w, c)
-        grad = xp.zeros(self._x_shape, g.dtype)  # a dropped last row or column gets nothing
-        grad[:, :h, :w] = pairs.reshape(n, h, w, c)
+        whole = (h, w) == (h_in, w_in)
+        grad = xp.empty(self._x_shape, g.dtype) if whole else xp.zeros(self._x_shape, g.dtype)
+
+        def part(images: slice) -> None:
+            m = images.stop - images.start
+            rows = xp.empty((m * (h // 2), 2, (w // 2) * c), g.dtype)
+            gm = g[images].reshape(m * (h // 2), (w // 2) * c)
+            won = top_won[images].reshape(gm.shape)
+            xp.multiply(gm, won, out=rows[:, 0], dtype=g.dtype)
+            xp.subtract(gm, rows[:, 0], out=rows[:, 1])
+            wide = rows.reshape(m * h * (w // 2), c)
+            shape = (len(wide), 2, c)
+            pairs = grad[images].reshape(shape) if whole else xp.empty(shape, g.dtype)
+            won = left_won[images].reshape(wide.shape)
+            xp.multiply(wide, won, out=pairs[:, 0], dtype=g.dtype)
+            xp.subtract(wide, pairs[:, 0], out=pairs[:, 1])
+            if not whole:  # a dropped last row or column keeps its zeros
+                grad[images, :h, :w] = pairs.reshape(m, h, w, c)
+
+        threads.each(n, part)
         return grad
 
 

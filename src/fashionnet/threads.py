@@ -1,0 +1,128 @@
+"""Threads for the work NumPy runs on one core: a batch split into parts, a part per thread.
+
+The BLAS multiplies a matrix on every core, but the rest of a convolutional network's step
+(im2col and col2im copies, pooling, BatchNorm, ReLU) is elementwise work that NumPy runs on the
+calling thread, and on a CNN it is most of the step. NumPy releases the GIL inside those loops,
+so layers split their batch into contiguous parts and run one part per thread, each part doing
+its own matrix multiplies with a single-threaded BLAS (two callers each asking the BLAS for every
+core only fight over them).
+
+A model whose layers split their batch (`Layer.splits_batch`) runs each forward and backward pass
+inside `region()`: the BLAS is held at one thread and `each` splits into `count()` parts. Outside a
+region `each` runs its function once over the whole batch, so a dense network keeps the BLAS's own
+threads (what suits it) and nothing changes for it.
+
+`count()`: FASHIONNET_THREADS when set, else the BLAS's thread count (OPENBLAS_NUM_THREADS,
+OMP_NUM_THREADS or the number of cores), so one setting still governs both. Parts are fixed by
+the batch size and the count alone, and partial sums are added in part order: the same count
+gives bit-identical results, run after run; a different count may differ in the last bits.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+ENV = "FASHIONNET_THREADS"
+MIN_PART = 4  # images (rows) per part at least: less costs more to hand over than it saves
+
+_local = threading.local()  # .parts: how many parts `each` splits into on this thread now
+_lock = threading.Lock()
+_inside = 0  # regions open in any thread; the first one in holds the BLAS at one thread
+_restore: Any = None
+_pool: tuple[int, Executor] | None = None
+
+
+@functools.cache
+def _blas() -> Any:
+    """threadpoolctl's controller of the BLAS libraries NumPy loaded."""
+    from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
+
+    return ThreadpoolController().select(user_api="blas")
+
+
+def count() -> int:
+    """Threads a CNN step uses: FASHIONNET_THREADS, else the BLAS's thread count."""
+    text = os.environ.get(ENV, "").strip()
+    if text:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise ValueError(f"{ENV} must be a whole number >= 1, got {text!r}")
+        return value
+    if getattr(_local, "parts", 1) > 1:  # inside a region, which holds the BLAS at one thread
+        return int(_local.parts)
+    counts = [info["num_threads"] for info in _blas().info()]
+    return max(1, min(counts, default=1))
+
+
+@contextmanager
+def region(parts: int | None = None) -> Iterator[None]:
+    """Within: `each` splits into `parts` (default `count()`), the BLAS runs on one thread."""
+    global _inside, _restore
+    parts = count() if parts is None else parts
+    if parts <= 1:
+        yield
+        return
+    outer = getattr(_local, "parts", 1)
+    with _lock:
+        if _inside == 0:
+            _restore = _blas().limit(limits=1)
+        _inside += 1
+    _local.parts = parts
+    try:
+        yield
+    finally:
+        _local.parts = outer
+        with _lock:
+            _inside -= 1
+            if _inside == 0:
+                _restore.restore_original_limits()
+                _restore = None
+
+
+def split(n: int, parts: int) -> list[slice]:
+    """range(n) in `parts` contiguous slices as equal as possible (fewer for a small n)."""
+    parts = max(1, min(parts, n // MIN_PART))
+    bounds = [n * i // parts for i in range(parts + 1)]
+    return [slice(a, b) for a, b in itertools.pairwise(bounds)]
+
+
+def _executor(workers: int) -> Executor:
+    global _pool
+    with _lock:
+        if _pool is None or _pool[0] != workers:
+            if _pool is not None:
+                _pool[1].shutdown(wait=False)
+            _pool = (workers, ThreadPoolExecutor(workers, thread_name_prefix="fashionnet"))
+        return _pool[1]
+
+
+def parts() -> int:
+    """How many parts `each` splits a batch into on this thread now (1 outside a region)."""
+    return int(getattr(_local, "parts", 1))
+
+
+def each(n: int, fn: Callable[[slice], T]) -> list[T]:
+    """fn(part) for the parts of range(n), the first on this thread, in part order."""
+    slices = split(n, parts())
+    if len(slices) == 1:
+        return [fn(slices[0])]
+    futures = [_executor(len(slices) - 1).submit(fn, s) for s in slices[1:]]
+    first = fn(slices[0])
+    return [first, *(f.result() for f in futures)]
+
+
+def total(parts: Iterable[Any]) -> Any:
+    """The parts' partial sums added in part order (the same order every run)."""
+    return functools.reduce(lambda a, b: a + b, parts)
