@@ -18,7 +18,16 @@ from typing import Any
 import numpy as np
 
 from .. import threads
-from .core import Array, Layer, OnnxGraph, Parameter, _cached, array_namespace, init_weight
+from .core import (
+    Array,
+    Layer,
+    OnnxGraph,
+    Parameter,
+    _cached,
+    array_namespace,
+    column_sums,
+    init_weight,
+)
 
 # im2col columns are built for as many images at a time as fit in this many bytes, so they are
 # written, multiplied and discarded while still in cache (chunk sizes compared in BENCHMARKS.md)
@@ -202,7 +211,7 @@ class Conv2D(Layer):
                 d_matrix += self._im2col(x[n0:n1]).T @ rows
                 if grad is not None:
                     grad[n0:n1] = self._col2im(rows @ taps, n1 - n0, h, w)
-            return d_matrix, g[images.start * pixels : images.stop * pixels].sum(axis=0)
+            return d_matrix, column_sums(g[images.start * pixels : images.stop * pixels])
 
         d_matrix, d_bias = (threads.total(p) for p in zip(*threads.each(n, part), strict=True))
         self.weight.grad[...] = d_matrix.reshape(k, k, c, o).transpose(3, 2, 0, 1)

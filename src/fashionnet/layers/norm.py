@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import threads
 from .conv import as_nchw, channels_last
-from .core import Array, Layer, OnnxGraph, Parameter, _cached, array_namespace
+from .core import Array, Layer, OnnxGraph, Parameter, _cached, array_namespace, column_sums
 
 
 class BatchNorm(Layer):
@@ -88,7 +88,7 @@ class BatchNorm(Layer):
             threads.each(len(x), infer)
             return out
         n = len(x) * tiles
-        mean = self._per_feature(self._sum(x, lambda rows: x[rows].sum(axis=0)), tiles) / n
+        mean = self._per_feature(self._sum(x, lambda rows: column_sums(x[rows])), tiles) / n
         x_hat = xp.empty_like(x)  # centred first, normalised in place below
         mean_t = xp.tile(mean, tiles)
 
@@ -125,7 +125,7 @@ class BatchNorm(Layer):
         xp = array_namespace(x_hat)
 
         def sums(rows: slice) -> Array:  # (2, tiles * C): sum of g, sum of g * x_hat
-            return xp.stack([g[rows].sum(axis=0), xp.einsum("ij,ij->j", g[rows], x_hat[rows])])
+            return xp.stack([column_sums(g[rows]), xp.einsum("ij,ij->j", g[rows], x_hat[rows])])
 
         d_bias, d_weight = self._sum(x_hat, sums)
         self.bias.grad[...] = self._per_feature(d_bias, tiles)
