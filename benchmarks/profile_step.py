@@ -1,7 +1,8 @@
 """Where one training step's time goes: `python benchmarks/profile_step.py [--hidden 256,128]`.
 
-Times each part of a step of the MLP (batch 128, float32, Adam) in isolation, many times over,
-and prints a table: batch gathering, each layer's forward and backward, the loss, the optimiser.
+Times each part of real training steps of the MLP (batch 128, float32, Adam), or of the small
+CNN with --cnn, and prints a table of medians: batch gathering, each layer's forward and
+backward, the loss, the optimiser. The thread count is the BLAS's, or FASHIONNET_THREADS.
 The matrix-multiply share is what the BLAS does; the rest is overhead fashionnet controls.
 """
 
@@ -9,26 +10,50 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
-from functools import partial
 
 import numpy as np
 
+from fashionnet import threads
 from fashionnet.losses import softmax_cross_entropy
 from fashionnet.model import mlp
 from fashionnet.optim import Adam
 from fashionnet.train import keep_freed_memory
 
 
-def timeit(fn: Callable[[], object], repeats: int) -> float:
-    """Median seconds of fn over `repeats` runs, after a warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+def profile(model, opt, x, y, batch: int, steps: int) -> list[tuple[str, float]]:
+    """Median seconds of each part of `steps` real training steps, timed in the order a
+    step runs them (each layer gets the arrays the one before it just wrote, as in training,
+    not a warm copy of its own), inside the model's thread region as Sequential runs them."""
+    rng = np.random.default_rng(2)
+    layers = model.layers
+    first = next((i for i, layer in enumerate(layers) if layer.params()), 0)
+    names = (["gather batch x[idx], y[idx]"]
+             + [f"forward  {i}: {layer!r}" for i, layer in enumerate(layers)]
+             + ["loss (softmax cross-entropy)"]
+             + [f"backward {i}: {layers[i]!r}" for i in range(len(layers) - 1, first - 1, -1)]
+             + [f"optimizer Adam over {opt.data.size:,} parameters"])  # fmt: skip
+    times = np.zeros((steps, len(names)))
+    splits = any(layer.splits_batch for layer in layers)
+    for step in range(steps + 3):  # three warm-up steps
+        tick = [time.perf_counter()]
+        idx = rng.integers(0, len(x), batch)
+        h, yb = x[idx], y[idx]
+        tick.append(time.perf_counter())
+        with threads.region(None if splits else 1):
+            for layer in layers:
+                h = layer.forward(h, training=True)
+                tick.append(time.perf_counter())
+            _, g = softmax_cross_entropy(h, yb)
+            tick.append(time.perf_counter())
+            for i in range(len(layers) - 1, first - 1, -1):
+                out = layers[i].backward(g, input_grad=i > first)
+                g = g if out is None else out
+                tick.append(time.perf_counter())
+        opt.step()
+        tick.append(time.perf_counter())
+        if step >= 3:
+            times[step - 3] = np.diff(tick)
+    return list(zip(names, np.median(times, axis=0), strict=True))
 
 
 def main() -> None:
@@ -54,36 +79,11 @@ def main() -> None:
     opt = Adam(model.parameters(), lr=1e-3)
     x = rng.random((60000, 784), dtype=np.float32)
     y = rng.integers(0, 10, 60000)
-    idx = rng.permutation(60000)[: args.batch_size]
-    xb, yb = x[idx], y[idx]
-
-    rows: list[tuple[str, float]] = [
-        ("gather batch x[idx], y[idx]", timeit(lambda: (x[idx], y[idx]), args.repeats))
-    ]
-    h = xb
-    inputs = []
-    for i, layer in enumerate(model.layers):
-        inputs.append(h)
-        forward = partial(layer.forward, h, training=True)
-        rows.append((f"forward  {i}: {layer!r}", timeit(forward, args.repeats)))
-        h = forward()
-    loss = partial(softmax_cross_entropy, h, yb)
-    rows.append(("loss (softmax cross-entropy)", timeit(loss, args.repeats)))
-    _, g = loss()
-    for i in range(len(model.layers) - 1, -1, -1):
-        layer = model.layers[i]
-        layer.forward(inputs[i], training=True)
-        backward = partial(layer.backward, g, input_grad=i > 0)
-        rows.append((f"backward {i}: {layer!r}", timeit(backward, args.repeats)))
-        out = backward()
-        if out is not None:
-            g = out
-    rows.append(
-        (f"optimizer Adam over {opt.data.size:,} parameters", timeit(opt.step, args.repeats))
-    )
+    rows = profile(model, opt, x, y, args.batch_size, args.repeats)
     total = sum(t for _, t in rows)
     print(f"{title}, batch {args.batch_size}, dropout {args.dropout}, "
-          f"BatchNorm {args.batch_norm}: {total * 1e3:.3f} ms per step")  # fmt: skip
+          f"BatchNorm {args.batch_norm}, {threads.count()} thread(s): "
+          f"{total * 1e3:.3f} ms per step")  # fmt: skip
     print("| part | ms | share |\n|---|---|---|")
     for name, t in rows:
         print(f"| {name} | {t * 1e3:.3f} | {t / total:.0%} |")

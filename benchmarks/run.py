@@ -9,6 +9,7 @@ both. Results go to benchmarks/results.json and BENCHMARKS.md is regenerated fro
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -372,11 +373,16 @@ def worker_load(impl: str, threads: int, smoke: bool) -> dict[str, Any]:
 
 
 SECTIONS = ("mlp", "cnn", "accuracy", "load", "profile")
-PROFILES = {
-    "benchmark MLP": ["--hidden", "256,128"],
-    "default preset": ["--hidden", "256,128", "--batch-norm", "--batch-size", "256"],
-    "small CNN": ["--cnn", "--repeats", "20"],  # each part takes milliseconds, not microseconds
-}
+# the kernel this project's CI environment forces through OPENBLAS_CORETYPE (users' machines
+# do not): the MLP tables are measured with OpenBLAS's own choice and with this one
+FORCED_CORETYPE = "Haswell"
+PROFILES = {  # name: (profile_step.py arguments, threads)
+    "benchmark MLP": (["--hidden", "256,128"], 2),
+    "default preset": (["--hidden", "1024,512", "--dropout", "0.065", "--batch-norm",
+                        "--batch-size", "256"], 2),
+    "small CNN, 1 thread": (["--cnn", "--repeats", "30"], 1),
+    "small CNN, 2 threads": (["--cnn", "--repeats", "30"], 2),
+}  # fmt: skip
 
 WORKERS = {
     "mlp_throughput": worker_mlp_throughput,
@@ -395,21 +401,47 @@ def run_worker(args: argparse.Namespace) -> None:
 def _measure(worker: str, impl: str, threads: int, smoke: bool) -> dict[str, Any]:
     result = WORKERS[worker](impl, threads, smoke)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result |= blas_kernel()
+    if impl.startswith("fashionnet"):
+        from fashionnet import threads as fashionnet_threads
+
+        result["fashionnet_threads"] = fashionnet_threads.count()
     return result
+
+
+def blas_kernel() -> dict[str, Any]:
+    """The kernel family NumPy's OpenBLAS chose (or was told by OPENBLAS_CORETYPE) and its
+    thread count, as threadpoolctl reads them from the loaded library."""
+    import numpy  # noqa: F401  (loads the BLAS threadpoolctl reads)
+    from threadpoolctl import threadpool_info
+
+    blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
+    if not blas:
+        return {}
+    return {"blas_kernel": blas[0].get("architecture"), "blas_threads": blas[0]["num_threads"],
+            "blas_coretype_env": os.environ.get("OPENBLAS_CORETYPE")}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- driver
 
 
-def spawn(worker: str, impl: str, threads: int, smoke: bool) -> dict[str, Any]:
-    """One worker's result, measured in a fresh process with the thread count fixed. A smoke
-    run measures nothing, so its workers run in this process (PyTorch imported once, not once
-    per worker: 3 s each here) and only their code is exercised."""
+def spawn(
+    worker: str, impl: str, threads: int, smoke: bool, coretype: str | None = None
+) -> dict[str, Any]:
+    """One worker's result, measured in a fresh process with the thread count fixed, and the
+    OpenBLAS kernel either the library's own choice for this CPU (what users get) or the one
+    `coretype` forces. A smoke run measures nothing, so its workers run in this process
+    (PyTorch imported once, not once per worker: 3 s each here) and only their code is
+    exercised."""
     if smoke:
         return json.loads(json.dumps(_measure(worker, impl, threads, smoke)))  # as if printed
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
+    env.pop("FASHIONNET_THREADS", None)  # fashionnet's threads follow the BLAS count
+    env.pop("OPENBLAS_CORETYPE", None)
+    if coretype:
+        env["OPENBLAS_CORETYPE"] = coretype
     cmd = [sys.executable, __file__, "--worker", worker, "--impl", impl, "--threads", str(threads)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
@@ -418,13 +450,14 @@ def spawn(worker: str, impl: str, threads: int, smoke: bool) -> dict[str, Any]:
 
 
 def alternate(
-    worker: str, impls: list[str], threads: int, repeats: int, smoke: bool
-) -> dict[str, Any]:
+    worker: str, impls: list[str], threads: int, repeats: int, smoke: bool,
+    coretype: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Run impls in turn, `repeats` rounds; every run recorded, the median reported."""
     runs: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impls}
     for _ in range(repeats):
         for impl in impls:
-            runs[impl].append(spawn(worker, impl, threads, smoke))
+            runs[impl].append(spawn(worker, impl, threads, smoke, coretype))
     return runs
 
 
@@ -460,7 +493,7 @@ def machine() -> dict[str, Any]:
         info["numpy_blas"] = f"{blas['name']} {blas['version']}"
     except Exception:
         pass
-    return info
+    return info | blas_kernel()
 
 
 def bench_csv(smoke: bool) -> Path:
@@ -523,9 +556,12 @@ def main() -> None:
     sections = set(args.only or SECTIONS)
     if "mlp" in sections:
         impls = ["fashionnet"] + (["torch"] if have["torch"] else [])
-        for worker in ("mlp_throughput", "mlp_default_throughput"):
-            results[worker] = {
-                str(t): alternate(worker, impls, t, repeats, args.smoke)
+        # the kernel OpenBLAS picks for this CPU (users' case), then the one CI machines force
+        for worker, coretype in itertools.product(
+            ("mlp_throughput", "mlp_default_throughput"), (None, FORCED_CORETYPE)
+        ):
+            results[worker + (f"@{coretype}" if coretype else "")] = {
+                str(t): alternate(worker, impls, t, repeats, args.smoke, coretype)
                 for t in ((1,) if args.smoke else (1, 2))
             }
     if "cnn" in sections:
@@ -550,15 +586,15 @@ def main() -> None:
             impls = ["idx", "csv", "csv-cached"] + (["pandas-csv"] if have["pandas"] else [])
             results["load"] = alternate("load", impls, 2, repeats, args.smoke)
     if "profile" in sections:
-        results["profile"] = {
-            name: subprocess.run(
-                [sys.executable, str(HERE / "profile_step.py"),
-                 "--repeats", "20" if args.smoke else "300", *extra],
-                env={**os.environ, "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"},
-                capture_output=True, text=True, check=True,
-            ).stdout
-            for name, extra in PROFILES.items()
-        }  # fmt: skip
+        results["profile"] = {}
+        for name, (extra, n) in PROFILES.items():
+            env = {**os.environ, "OMP_NUM_THREADS": str(n), "OPENBLAS_NUM_THREADS": str(n)}
+            env.pop("FASHIONNET_THREADS", None)
+            results["profile"][name] = subprocess.run(
+                [sys.executable, str(HERE / "profile_step.py"), "--repeats", "300", *extra,
+                 *(["--repeats", "3"] if args.smoke else [])],
+                env=env, capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
     if not args.only:
         results["load_average_at_end"] = os.getloadavg()
     args.out.write_text(json.dumps(results, indent=1) + "\n")
@@ -577,8 +613,12 @@ def _importable(module: str) -> bool:
 
 THROUGHPUT_TABLES = {
     "mlp_throughput": "MLP 784-256-128-10, Adam, batch 128, float32",
-    "mlp_default_throughput": "The default preset's MLP (784-256-128-10, BatchNorm), Adam, "
-    "batch 256, float32",
+    "mlp_throughput@Haswell": "MLP 784-256-128-10, Adam, batch 128, float32, with "
+    "OPENBLAS_CORETYPE=Haswell",
+    "mlp_default_throughput": "The default preset's MLP (784-1024-512-10, BatchNorm, dropout), "
+    "Adam, batch 256, float32",
+    "mlp_default_throughput@Haswell": "The default preset's MLP, Adam, batch 256, float32, with "
+    "OPENBLAS_CORETYPE=Haswell",
     "cnn_throughput": "Small CNN (conv32-pool-conv64-pool-fc128), Adam, batch 128, float32",
 }
 
@@ -595,6 +635,7 @@ def render(results: dict[str, Any]) -> str:
         f"Load average at start {m['load_average_at_start'][0]:.2f}, at end "
         f"{results['load_average_at_end'][0]:.2f}.",
         "",
+        *_kernel_note(m),
         "Every figure is the median of the runs (min-max in brackets); implementations alternate "
         "run by run in fresh processes with the thread count fixed for BLAS and PyTorch. A "
         "ratio is the median of the rounds' ratios (each run against PyTorch's run of the same "
@@ -613,8 +654,9 @@ def render(results: dict[str, Any]) -> str:
         lines += [
             f"## {title}",
             "",
-            "| threads | impl | train samples/s | inference, 10,000 images | peak RSS | ratio |",
-            "|---|---|---|---|---|---|",
+            "| threads | impl | NumPy's BLAS kernel | train samples/s | inference, 10,000 images "
+            "| peak RSS | ratio |",
+            "|---|---|---|---|---|---|---|",
         ]
         for threads, runs in results[key].items():
             for impl, rs in runs.items():
@@ -622,9 +664,10 @@ def render(results: dict[str, Any]) -> str:
                 inf = median_of(rs, "infer_ms")[0]
                 rss = median_of(rs, "peak_rss_mb")[0]
                 ratio = _ratio(rs, runs["torch"]) if "torch" in runs and impl != "torch" else ""
+                kernel = _kernel(rs[0]) if impl != "torch" else "(oneDNN / MKL)"
                 lines.append(
-                    f"| {threads} | {impl} | {med:,.0f} [{lo:,.0f}-{hi:,.0f}] | {inf:.1f} ms | "
-                    f"{rss:.0f} MB | {ratio} |"
+                    f"| {threads} | {impl} | {kernel} | {med:,.0f} [{lo:,.0f}-{hi:,.0f}] | "
+                    f"{inf:.1f} ms | {rss:.0f} MB | {ratio} |"
                 )
         lines.append("")
     if "cnn_accuracy" in results:
@@ -677,7 +720,7 @@ def render(results: dict[str, Any]) -> str:
             lines.append(f"| {impl} | {med:.2f} [{lo:.2f}-{hi:.2f}] | {rss:.0f} MB |")
         lines.append("")
     if "profile" in results:
-        lines += ["## Where a training step's time goes (2 threads)", ""]
+        lines += ["## Where a training step's time goes", ""]
         for name, table in results["profile"].items():
             lines += [f"{name}: {table.strip()}", ""]
         lines += [OPTIMISATIONS, ""]
@@ -754,6 +797,30 @@ def render_serving(r: dict[str, Any]) -> list[str]:
             "",
         ]
     return lines
+
+
+def _kernel_note(m: dict[str, Any]) -> list[str]:
+    if "blas_kernel" not in m:
+        return []
+    env = m.get("blas_coretype_env")
+    return [
+        f"NumPy's OpenBLAS runs its {m['blas_kernel']} kernels on this CPU "
+        + (f"(forced by OPENBLAS_CORETYPE={env} in the environment)" if env else
+           "(its own choice: OPENBLAS_CORETYPE is not set)")
+        + f", {m['blas_threads']} threads by default (threadpoolctl). Each table row names the "
+        "kernel and thread count it ran with; fashionnet's own threads (a CNN's batch split "
+        "into parts, fashionnet/threads.py) follow the BLAS thread count.",
+        "",
+    ]  # fmt: skip
+
+
+def _kernel(run: dict[str, Any]) -> str:
+    """`SkylakeX, 2 threads` (`Haswell (forced), ...` when OPENBLAS_CORETYPE chose it)."""
+    if "blas_kernel" not in run:
+        return "?"
+    forced = " (forced)" if run.get("blas_coretype_env") else ""
+    threads = run.get("fashionnet_threads", run["blas_threads"])
+    return f"{run['blas_kernel']}{forced}, {threads} thread{'s' * (threads > 1)}"
 
 
 def _ratio(runs: list[dict[str, Any]], torch_runs: list[dict[str, Any]]) -> str:

@@ -33,6 +33,18 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
 
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def split_threads(request, monkeypatch):
+    """Every layer splits its batch into this many parts (fashionnet/threads.py), down to one
+    image a part, so the tiny batches of the gradient checks and PyTorch comparisons take the
+    path a CNN step takes on two threads."""
+    from fashionnet import threads
+
+    monkeypatch.setattr(threads, "MIN_PART", 1)
+    with threads.region(request.param):
+        yield request.param
+
+
 def real_data_dir() -> Path | None:
     return SYSTEM_DATA_DIR if (SYSTEM_DATA_DIR / "train-images-idx3-ubyte.gz").is_file() else None
 

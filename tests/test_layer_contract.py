@@ -15,6 +15,9 @@ from fashionnet.checkpoint import load_model, save_checkpoint
 from fashionnet.layers import Array, Flatten, Layer, OnnxGraph, Reshape, build_layer
 from fashionnet.model import Sequential
 
+# each check on one thread and with every batch split over two (fashionnet/threads.py)
+pytestmark = pytest.mark.usefixtures("split_threads")
+
 
 class Swish(Layer):
     """x * sigmoid(x) (Ramachandran et al. 2017)."""

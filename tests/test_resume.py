@@ -69,19 +69,21 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert history_a == history_b
 
 
-def run_cli(*args: str) -> tuple[int, str]:
+def run_cli(*args: str, env: dict[str, str] = ONE_THREAD) -> tuple[int, str]:
     """`fashionnet ARGS` in a fresh process, waited for (subprocess.run always reaps it)."""
     result = subprocess.run(
-        [sys.executable, "-m", "fashionnet", *args], env=ONE_THREAD,
+        [sys.executable, "-m", "fashionnet", *args], env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False,
     )  # fmt: skip
     return result.returncode, result.stderr.decode()
 
 
-def run_signalled(signame: str, step: int, phase: str, *args: str) -> tuple[int, str]:
+def run_signalled(
+    signame: str, step: int, phase: str, *args: str, env: dict[str, str] = ONE_THREAD
+) -> tuple[int, str]:
     """`fashionnet ARGS` in a fresh process that sends itself `signame` at `step` / `phase`."""
     result = subprocess.run(
-        [sys.executable, str(DRIVER), signame, str(step), phase, "--", *args], env=ONE_THREAD,
+        [sys.executable, str(DRIVER), signame, str(step), phase, "--", *args], env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False,
     )  # fmt: skip
     return result.returncode, result.stderr.decode()
@@ -130,6 +132,22 @@ def test_sigkill_at_random_steps_then_resume_is_bit_identical(
         print(f"\n{optimizer}: {mid_training} of {len(KILL_PHASES)} kills landed mid-training, "
               f"{in_a_write} of them inside a checkpoint write")  # fmt: skip
     assert mid_training == len(KILL_PHASES) - 1 and in_a_write == 4
+
+
+def test_a_cnn_on_two_threads_killed_and_resumed_is_bit_identical(data_dir, tmp_path):
+    """Batches split over two threads (fashionnet/threads.py): partial sums are added in part
+    order, so a resumed run on the same thread count ends exactly as the uninterrupted one."""
+    two = {**ONE_THREAD, "FASHIONNET_THREADS": "2"}
+    argv = [*train_argv(data_dir, tmp_path / "reference", "adam"), "--arch", "cnn", "--stages",
+            "4/8", "--hidden", "16", "--epochs", "2"]  # fmt: skip
+    assert run_cli(*argv, env=two) == (0, "")
+    for step in (5, 47):  # within the first epoch, then within the second
+        run = tmp_path / f"killed-at-{step}"
+        argv[argv.index("--out") + 1] = str(run)
+        code, _ = run_signalled("SIGKILL", step, "step", *argv, env=two)
+        assert code == -signal.SIGKILL
+        assert run_cli("train", "--resume", str(run), "--quiet", "--no-report", env=two) == (0, "")
+        assert_same_run(tmp_path / "reference", run)
 
 
 @pytest.mark.parametrize("stage", ["write", "fsync", "replace"])

@@ -15,7 +15,7 @@ from .data import (
 )
 from .layers import Dropout, Flatten, LeakyReLU, Linear, Parameter, ReLU, Sigmoid, Tanh
 from .losses import softmax, softmax_cross_entropy
-from .model import FlipAveraged, Sequential, cnn, mlp
+from .model import FlipAveraged, Sequential, cnn, mlp, resnet
 from .optim import SGD, Adam, AdamW, make_optimizer
 from .schedules import make_schedule
 from .train import History, TrainingDiverged, evaluate, fit
@@ -54,6 +54,7 @@ __all__ = [
     "read_checkpoint",
     "read_csv",
     "read_idx",
+    "resnet",
     "save_checkpoint",
     "softmax",
     "softmax_cross_entropy",

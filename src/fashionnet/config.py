@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "arch": ("mlp", "cnn"),
+    "arch": ("mlp", "cnn", "resnet"),
     "activation": ("relu", "leaky_relu", "tanh", "sigmoid"),
     "init": ("he", "glorot", "uniform", "torch"),
     "optimizer": ("sgd", "adam", "adamw"),
@@ -52,12 +52,17 @@ class RunConfig:
 
     preset: str = _field("mlp", "the preset these settings started from (recorded only)")
     # model
-    arch: str = _field("mlp", "mlp: dense layers; cnn: 3x3 convolution stages, then dense layers")
-    hidden: tuple[int, ...] = _field((256, 128), "hidden dense layer widths, e.g. 256,128", lo=1,
-                                     hi=1 << 16)  # fmt: skip
+    arch: str = _field(
+        "mlp",
+        "mlp: dense layers; cnn: 3x3 convolution stages, then dense layers; "
+        "resnet: residual blocks, then dense layers",
+    )
+    hidden: tuple[int, ...] = _field((256, 128), "hidden dense layer widths, e.g. 256,128; none: "
+                                     "no hidden layer", lo=1, hi=1 << 16)  # fmt: skip
     stages: tuple[tuple[int, ...], ...] = _field(
         (),
-        "cnn: channels of each stage's 3x3 convolutions, stages split by /, e.g. 32/64,64",
+        "cnn: channels of each stage's 3x3 convolutions, stages split by /, e.g. 32/64,64; "
+        "resnet: channels of each stage's residual blocks",
         lo=1,
         hi=4096,
     )
@@ -110,8 +115,8 @@ class RunConfig:
         """Every field's type and range, then the settings that depend on each other."""
         for f in dataclasses.fields(self):
             check_field(f.name, getattr(self, f.name))
-        if self.arch == "cnn" and not self.stages:
-            raise ConfigError("stages", "must name at least one stage for arch cnn")
+        if self.arch != "mlp" and not self.stages:
+            raise ConfigError("stages", f"must name at least one stage for arch {self.arch}")
         if self.cycle_epochs is not None and self.schedule != "restarts":
             raise ConfigError("cycle_epochs", f"needs schedule restarts, not {self.schedule}")
         if self.cycle_epochs is None and self.schedule == "restarts":
@@ -325,6 +330,8 @@ def parse_setting(name: str, text: str) -> Any:
             value = float(text)
         elif base is str:
             value = text
+        elif text == "none":  # no hidden layers (what show_setting writes for ())
+            value = ()
         elif widths:  # 256,128
             value = tuple(int(v) for v in text.split(","))
         else:  # stages: 32/64,64/128

@@ -25,7 +25,7 @@ from .checkpoint import save_checkpoint
 from .config import ConfigError, RunConfig
 from .data import Dataset, Split, load_fashion_mnist, to_float, train_val_split
 from .metrics import report
-from .model import Classifier, FlipAveraged, cnn, mlp, unwrap
+from .model import Classifier, FlipAveraged, cnn, mlp, resnet, unwrap
 from .optim import Optimizer, make_optimizer
 from .resume import ResumeError, data_checksum, load_last, save_last
 from .schedules import Schedule, make_schedule
@@ -40,11 +40,14 @@ def build_model(
 ) -> Classifier:
     """The network `config` describes, its weights drawn from rng (wrapped in FlipAveraged when
     its predictions average each image and its mirror image)."""
-    if config.arch == "cnn":
+    if config.arch in ("cnn", "resnet"):
         side = round(n_features**0.5)
         if side * side != n_features:
             raise ValueError(f"a CNN needs square images; got {n_features} pixels per image")
-        model = cnn(side, config.stages, config.hidden, n_classes, rng=rng, dropout=config.dropout)
+        build = cnn if config.arch == "cnn" else resnet
+        model = build(
+            side, config.stages, config.hidden, n_classes, rng=rng, dropout=config.dropout
+        )
     else:
         model = mlp(
             n_features, config.hidden, n_classes, rng=rng, activation=config.activation,

@@ -91,6 +91,17 @@ def region(parts: int | None = None) -> Iterator[None]:
                 _restore = None
 
 
+@contextmanager
+def single() -> Iterator[None]:
+    """Within: `each` on this thread runs its function once, unsplit (a part's own work)."""
+    outer = parts()
+    _local.parts = 1
+    try:
+        yield
+    finally:
+        _local.parts = outer
+
+
 def split(n: int, parts: int) -> list[slice]:
     """range(n) in `parts` contiguous slices as equal as possible (fewer for a small n)."""
     parts = max(1, min(parts, n // MIN_PART))

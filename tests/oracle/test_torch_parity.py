@@ -13,6 +13,9 @@ from fashionnet.optim import SGD, Adam, AdamW
 
 torch = pytest.importorskip("torch")
 
+# each check on one thread and with every batch split over two (fashionnet/threads.py)
+pytestmark = pytest.mark.usefixtures("split_threads")
+
 
 def t(a):
     return torch.tensor(np.asarray(a), dtype=torch.float64, requires_grad=True)

@@ -9,6 +9,7 @@ from .core import Array, Layer, OnnxGraph, _cached, array_namespace
 
 
 class ReLU(Layer):
+    per_image = True
     _out: Array | None = None
 
     def forward(self, x: Array, *, training: bool = False) -> Array:
@@ -33,6 +34,8 @@ class ReLU(Layer):
 
 
 class LeakyReLU(Layer):
+    per_image = True
+
     def __init__(self, negative_slope: float = 0.01) -> None:
         if not 0.0 <= negative_slope < 1.0:
             raise ValueError(f"LeakyReLU negative_slope must be in [0, 1), got {negative_slope!r}")
@@ -57,6 +60,7 @@ class LeakyReLU(Layer):
 
 
 class Tanh(Layer):
+    per_image = True
     _out: Array | None = None
 
     def forward(self, x: Array, *, training: bool = False) -> Array:
@@ -74,6 +78,7 @@ class Tanh(Layer):
 
 
 class Sigmoid(Layer):
+    per_image = True
     _out: Array | None = None
 
     def forward(self, x: Array, *, training: bool = False) -> Array:

@@ -74,6 +74,7 @@ class Conv2D(Layer):
     the parts' partial sums.
     """
 
+    per_image = True
     splits_batch = True
 
     def __init__(
@@ -255,6 +256,8 @@ class Conv2D(Layer):
 
 class Reshape(Layer):
     """(batch, ...) -> (batch, *shape): flat pixels to (1, 28, 28) images before a Conv2D."""
+
+    per_image = True
 
     def __init__(self, shape: list[int] | tuple[int, ...]) -> None:
         self.shape = tuple(int(s) for s in shape)

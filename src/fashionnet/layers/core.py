@@ -168,6 +168,9 @@ class Layer:
     # True for layers whose work is mostly per-image copies and elementwise passes (convolutions):
     # a model holding one runs its passes in threads.region(), every layer splitting its batch
     splits_batch: ClassVar[bool] = False
+    # True for layers that treat every image on its own (no batch statistics, no random draws):
+    # a model runs consecutive ones around a convolution a few images at a time (model/stretch.py)
+    per_image: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -380,6 +383,8 @@ class Dropout(Layer):
 
 class Flatten(Layer):
     """(batch, ...) -> (batch, features)."""
+
+    per_image = True
 
     def forward(self, x: Array, *, training: bool = False) -> Array:
         self._shape = x.shape

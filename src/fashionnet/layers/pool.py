@@ -49,6 +49,8 @@ class MaxPool2D(_Pool2D):
     of those, keeping which side won for backward (BENCHMARKS.md: what it saves).
     """
 
+    per_image = True
+
     _argmax: Array | None = None
     _won: tuple[Array, Array] | None = None
 
@@ -148,6 +150,8 @@ class MaxPool2D(_Pool2D):
 class AvgPool2D(_Pool2D):
     """Mean over each window (zero padding included in the count, PyTorch's default)."""
 
+    per_image = True
+
     _x_shape: tuple[int, ...] | None = None
 
     def forward(self, x: Array, *, training: bool = False) -> Array:
@@ -177,6 +181,8 @@ class AvgPool2D(_Pool2D):
 
 class GlobalAvgPool2D(Layer):
     """(N, C, H, W) -> (N, C): the mean of each feature map."""
+
+    per_image = True
 
     def forward(self, x: Array, *, training: bool = False) -> Array:
         x = channels_last(x)

@@ -20,6 +20,8 @@ class Residual(Layer):
     A ReLU after the sum is a separate layer, as in `Residual.basic`.
     """
 
+    splits_batch = True  # its convolutions do (threads.py)
+
     def __init__(self, body: Sequence[Layer], shortcut: Sequence[Layer] | None = None) -> None:
         if not body:
             raise ValueError("Residual needs at least one layer in its body")

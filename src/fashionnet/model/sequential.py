@@ -4,33 +4,24 @@ owns, state_dict / load_state_dict, predict, summary and a config."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from itertools import pairwise
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
-from .layers import (
+from ..layers import (
     Array,
-    BatchNorm,
-    Conv2D,
-    Dropout,
-    Flatten,
     Layer,
-    Linear,
-    MaxPool2D,
     Parameter,
-    ReLU,
-    Reshape,
     array_namespace,
     build_layer,
     flatten_parameters,
     layer_class,
 )
-from .losses import softmax
-from .threads import region
+from ..losses import softmax
+from ..threads import region
+from .stretch import Stretch, stretches
 
-ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
 # Inference batch: activations of 2048 images stay in cache, and below glibc's mmap threshold
 # most temporaries are reused rather than page-faulted in (sizes compared in BENCHMARKS.md).
 INFERENCE_BATCH = 2048
@@ -41,6 +32,7 @@ class Sequential:
 
     def __init__(self, layers: Iterable[Layer]) -> None:
         self.layers = list(layers)
+        self._stretches: dict[int, Stretch] = {}
         # every parameter and gradient becomes a view of one flat buffer, weight-decayed ones
         # first (an optimiser's weight decay is then one slice); layers keep working on views
         params = sorted(self.parameters(), key=lambda p: not p.decay)  # stable
@@ -79,8 +71,8 @@ class Sequential:
 
     def forward(self, x: Array, *, training: bool = False) -> Array:
         with region(None if self._splits else 1):
-            for layer in self.layers:
-                x = layer.forward(x, training=training)
+            for _, step in self._plan():
+                x = step.forward(x, training=training)
         return x
 
     def backward(self, grad_out: Array) -> None:
@@ -90,10 +82,36 @@ class Sequential:
         """
         first = next((i for i, layer in enumerate(self.layers) if layer.params()), 0)
         with region(None if self._splits else 1):
-            for i in range(len(self.layers) - 1, first - 1, -1):
-                g = self.layers[i].backward(grad_out, input_grad=i > first)
+            for start, step in reversed(self._plan()):
+                if isinstance(step, Stretch):
+                    if start + len(step.layers) <= first:
+                        break
+                    g = step.backward(grad_out, first=first - start)
+                else:
+                    if start < first:
+                        break
+                    g = step.backward(grad_out, input_grad=start > first)
                 if g is not None:
                     grad_out = g
+
+    def _plan(self) -> list[tuple[int, Layer | Stretch]]:
+        """(index of its first layer, what runs): the layers in order, runs of per-image layers
+        around a convolution grouped into one Stretch (model/stretch.py)."""
+        plan: list[tuple[int, Layer | Stretch]] = []
+        runs = dict(stretches(self.layers))
+        i = 0
+        while i < len(self.layers):
+            if i in runs:
+                layers = self.layers[i : runs[i]]
+                known = self._stretches.get(i)
+                if known is None or known.layers != layers:  # built once, kept across steps
+                    known = self._stretches[i] = Stretch(layers)
+                plan.append((i, known))
+                i = runs[i]
+            else:
+                plan.append((i, self.layers[i]))
+                i += 1
+        return plan
 
     @property
     def _splits(self) -> bool:
@@ -278,82 +296,3 @@ def mirror(x: Array) -> Array:
     if side * side != features:
         raise ValueError(f"flip averaging needs square images; got {features} pixels per image")
     return x.reshape(n, side, side)[:, :, ::-1].reshape(n, features)
-
-
-def mlp(
-    in_features: int,
-    hidden: Sequence[int],
-    n_classes: int,
-    *,
-    rng: np.random.Generator,
-    activation: str = "relu",
-    dropout: float = 0.0,
-    input_dropout: float = 0.0,
-    init: str = "he",
-    batch_norm: bool = False,
-    dtype: Any = np.float32,
-) -> Sequential:
-    """in -> [Linear -> (BatchNorm) -> activation -> (Dropout)] per hidden size -> Linear."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {activation!r}")
-    kind = {"relu": "ReLU", "leaky_relu": "LeakyReLU", "tanh": "Tanh", "sigmoid": "Sigmoid"}[
-        activation
-    ]
-    layers: list[Layer] = []
-    if input_dropout:
-        layers.append(Dropout(input_dropout, rng=rng))
-    sizes = [in_features, *hidden]
-    for fan_in, fan_out in pairwise(sizes):
-        # BatchNorm's shift makes the Linear's bias redundant
-        layers.append(Linear(fan_in, fan_out, rng=rng, init=init, bias=not batch_norm, dtype=dtype))
-        if batch_norm:
-            layers.append(BatchNorm(fan_out, dtype=dtype))
-        layers.append(Layer.registry[kind]())
-        if dropout:
-            layers.append(Dropout(dropout, rng=rng))
-    layers.append(Linear(sizes[-1], n_classes, rng=rng, init=init, dtype=dtype))
-    return Sequential(layers)
-
-
-def cnn(
-    image_side: int,
-    stages: Sequence[Sequence[int]],
-    hidden: Sequence[int],
-    n_classes: int,
-    *,
-    rng: np.random.Generator,
-    dropout: float = 0.0,
-    dtype: Any = np.float32,
-) -> Sequential:
-    """Flat square images -> stages of 3x3 convolutions -> dense layers -> class scores.
-
-    Each stage is a list of output channels: a 3x3 convolution (padding 1, no bias) -> BatchNorm
-    -> ReLU per entry, except that the stage's last convolution is followed by a 2x2 max-pool
-    and only then BatchNorm and ReLU, which so run on a quarter of the pixels.
-    Then Flatten -> [Linear -> BatchNorm -> ReLU -> (Dropout)] per hidden size -> Linear.
-    """
-    layers: list[Layer] = [Reshape((1, image_side, image_side))]
-    channels, side = 1, image_side
-    for stage in stages:
-        for i, out_channels in enumerate(stage):
-            conv = Conv2D(channels, out_channels, 3, padding=1, bias=False, rng=rng, dtype=dtype)
-            norm = BatchNorm(out_channels, dtype=dtype)
-            if i < len(stage) - 1:
-                layers += [conv, norm, ReLU()]
-            else:  # pooled first: BatchNorm and ReLU then run on a quarter of the pixels
-                layers += [conv, MaxPool2D(2), norm, ReLU()]
-            channels = out_channels
-        side //= 2
-    layers.append(Flatten())
-    features = channels * side * side
-    for width in hidden:
-        layers += [
-            Linear(features, width, rng=rng, bias=False, dtype=dtype),
-            BatchNorm(width, dtype=dtype),
-            ReLU(),
-        ]
-        if dropout:
-            layers.append(Dropout(dropout, rng=rng))
-        features = width
-    layers.append(Linear(features, n_classes, rng=rng, dtype=dtype))
-    return Sequential(layers)
