@@ -16,6 +16,7 @@ import numpy as np
 from fashionnet import threads
 from fashionnet.losses import softmax_cross_entropy
 from fashionnet.model import mlp
+from fashionnet.model.stretch import Stretch
 from fashionnet.optim import Adam
 from fashionnet.train import keep_freed_memory
 
@@ -23,36 +24,49 @@ from fashionnet.train import keep_freed_memory
 def profile(model, opt, x, y, batch: int, steps: int) -> list[tuple[str, float]]:
     """Median seconds of each part of `steps` real training steps, timed in the order a
     step runs them (each layer gets the arrays the one before it just wrote, as in training,
-    not a warm copy of its own), inside the model's thread region as Sequential runs them."""
+    not a warm copy of its own), as Sequential runs them: in the model's thread region, runs
+    of per-image layers as one Stretch (a chunk of images at a time, so timed together)."""
     rng = np.random.default_rng(2)
-    layers = model.layers
-    first = next((i for i, layer in enumerate(layers) if layer.params()), 0)
+    plan = model.plan()
+    first = next((i for i, layer in enumerate(model.layers) if layer.params()), 0)
+
+    def name(start: int, step: object) -> str:
+        if isinstance(step, Stretch):
+            inner = ", ".join(type(layer).__name__ for layer in step.layers)
+            return f"{start}-{start + len(step.layers) - 1}: {inner}, a chunk of images at a time"
+        return f"{start}: {step!r}"
+
+    back = [(start, step) for start, step in reversed(plan)
+            if start + len(getattr(step, "layers", [step])) > first]  # fmt: skip
     names = (["gather batch x[idx], y[idx]"]
-             + [f"forward  {i}: {layer!r}" for i, layer in enumerate(layers)]
+             + [f"forward  {name(start, step)}" for start, step in plan]
              + ["loss (softmax cross-entropy)"]
-             + [f"backward {i}: {layers[i]!r}" for i in range(len(layers) - 1, first - 1, -1)]
+             + [f"backward {name(start, step)}" for start, step in back]
              + [f"optimizer Adam over {opt.data.size:,} parameters"])  # fmt: skip
     times = np.zeros((steps, len(names)))
-    splits = any(layer.splits_batch for layer in layers)
-    for step in range(steps + 3):  # three warm-up steps
+    splits = any(layer.splits_batch for layer in model.layers)
+    for i in range(steps + 3):  # three warm-up steps
         tick = [time.perf_counter()]
         idx = rng.integers(0, len(x), batch)
         h, yb = x[idx], y[idx]
         tick.append(time.perf_counter())
         with threads.region(None if splits else 1):
-            for layer in layers:
-                h = layer.forward(h, training=True)
+            for _, step in plan:
+                h = step.forward(h, training=True)
                 tick.append(time.perf_counter())
             _, g = softmax_cross_entropy(h, yb)
             tick.append(time.perf_counter())
-            for i in range(len(layers) - 1, first - 1, -1):
-                out = layers[i].backward(g, input_grad=i > first)
+            for start, step in back:
+                if isinstance(step, Stretch):
+                    out = step.backward(g, first=first - start)
+                else:
+                    out = step.backward(g, input_grad=start > first)
                 g = g if out is None else out
                 tick.append(time.perf_counter())
         opt.step()
         tick.append(time.perf_counter())
-        if step >= 3:
-            times[step - 3] = np.diff(tick)
+        if i >= 3:
+            times[i - 3] = np.diff(tick)
     return list(zip(names, np.median(times, axis=0), strict=True))
 
 

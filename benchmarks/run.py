@@ -879,7 +879,38 @@ per image, 108-120 ms after these):
 - BatchNorm on (N, H*W*C) rows with per-channel vectors tiled, not on (N*H*W, C) rows of 32
   values: 16.8 -> 8.6 ms forward, 16.6 -> 9.5 ms backward on 128x32x28x28.
 - One-channel input: im2col as one row per kernel position (28-value runs instead of 3):
-  first convolution 6.4 -> 4.4 ms forward, 10.9 -> 6.7 ms backward."""
+  first convolution 6.4 -> 4.4 ms forward, 10.9 -> 6.7 ms backward.
+
+On every core (2026-12-01, the Intel machine of the tables above; `profile_step.py --cnn`, each
+part timed inside real steps, before: commit 641b5dd, 74.8 ms per step on 1 thread and 60.8 ms on
+2; after: 68.8 ms and 42.8 ms):
+
+- Before, a step on 2 threads spent 33 ms in the two convolutions (their matrix products on both
+  cores) and 24 ms in ReLU, pooling, the first convolution's im2col and flattening, on one core.
+  Each layer now splits its batch into a part per thread (fashionnet/threads.py); the BLAS is held
+  at one thread meanwhile (two callers each asking it for both cores measured 124 ms against
+  105 ms for 400 products of 2048x288 by 288x64). Layers 0-7 (reshape to pooling) forward on 2
+  threads 20.2 -> 13.6 ms, backward 36.8 -> 24.1 ms.
+- Bias and BatchNorm sums down a tall array's columns as `ones @ a`: NumPy's `sum(axis=0)` took
+  0.96 ms for 50,176 x 32, the BLAS 0.23 ms (half the rounding error, too); the first
+  convolution's backward 5.1 -> 3.5 ms on one thread.
+- Per-image layers around a convolution run depth first (model/stretch.py), a chunk of images
+  through all of them: 69.6 -> 66.8 ms per step on 1 thread, 45.3 -> 42.6 ms on 2 (alternating
+  runs of 40 steps). Chunks of 0.5, 1, 4 and 16 MiB of the largest activation: 69.3, 69.6, 68.0,
+  76.9 ms on 1 thread, 58.1, 53.9, 45.8, 42.3 ms on 2 (the small ones lose to the GIL: each
+  chunk is a dozen NumPy calls, and their Python glue runs one thread at a time): 4 MiB.
+  Inference of the 10,000 test images on 2 threads 1,157 -> 1,013 ms.
+- Tried and left out: Winograd's F(2x2, 3x3) for the 32-to-64 convolution (2.25x fewer
+  multiplies). The 16 products took 0.29 ms for 9 images where im2col's one took 0.46 ms, but
+  the input transform took 0.55 ms and the output transform 0.20 ms, against 0.14 ms for im2col:
+  short runs of 32 channels per NumPy inner loop. The layer got slower (5.9 -> 10.5 ms forward
+  on 2 threads). im2col chunks of 1, 2 and 4 MiB: within 3% (2 MiB kept).
+- Where the small CNN stands against PyTorch here: its matrix products are 3.2 GFLOP per step,
+  which OpenBLAS runs at 145-150 GFLOP/s per core on these shapes (2048x2048 products: 176), so
+  at least 21 ms on 1 thread and 11 ms on 2; PyTorch 2.13 (oneDNN) takes about 58 and 35 ms for
+  the whole step. The rest of fashionnet's step is NumPy passes at 5-20 GB/s (a ReLU of a 28x28x32
+  image 5-8 us in or out of cache, a 2x2 max-pool 17-22 us): 1.5x PyTorch would leave them 17 ms
+  on 1 thread and 12 ms on 2, a third of what they take."""
 
 
 if __name__ == "__main__":

@@ -154,3 +154,20 @@ def test_a_stretch_runs_chunks_of_images_as_the_layers_run_one_by_one(monkeypatc
         model.backward(g)
     for p, grad in zip(model.parameters(), grads, strict=True):
         np.testing.assert_allclose(p.grad, grad, rtol=1e-10, atol=1e-12)
+
+
+def test_a_forked_child_gets_a_pool_of_its_own():
+    """The parent's pool threads do not exist in a child made by fork (multiprocessing's
+    default on Linux): the child's first split starts new ones rather than waiting forever."""
+    import multiprocessing
+
+    with threads.region(2):
+        assert threads.each(8, lambda s: s.start) == [0, 4]  # the parent's pool is running
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        assert pool.apply_async(_split_in_a_region).get(timeout=60) == [0, 4]
+
+
+def _split_in_a_region() -> list[int]:
+    with threads.region(2):
+        return threads.each(8, lambda s: s.start)

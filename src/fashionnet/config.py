@@ -274,16 +274,33 @@ PRESETS: dict[str, RunConfig] = {
     "cnn-small": dataclasses.replace(
         _CNN, preset="cnn-small", stages=((32,), (64,)), hidden=(128,), epochs=5
     ),
-    # Four convolutions in three stages, shifted and mirrored images, a warmup epoch, and
-    # predictions averaged over each image and its mirror image.
+    # Three convolutions, one a stage, with BatchNorm after pooling; images shifted by a pixel and
+    # mirrored, label smoothing, one warmup epoch, and predictions averaged over each image and
+    # its mirror image: the best of the 5-minute recipes tried (docs/presets.md).
     "cnn": dataclasses.replace(
         _CNN,
         preset="cnn",
-        stages=((32,), (64, 64), (128,)),
+        stages=((32,), (64,), (128,)),
         hidden=(256,),
-        shift=2,
+        dropout=0.1,
+        shift=1,
         warmup_epochs=1,
-        epochs=13,
+        epochs=10,
+        label_smoothing=0.1,
+        tta="flip",
+    ),
+    # Residual blocks after a pooled stem, global average pooling: a longer run (docs/presets.md).
+    "resnet": dataclasses.replace(
+        _CNN,
+        preset="resnet",
+        arch="resnet",
+        stages=((32,), (64, 64), (128, 128)),
+        hidden=(),
+        dropout=0.0,
+        shift=1,
+        warmup_epochs=1,
+        epochs=15,
+        label_smoothing=0.1,
         tta="flip",
     ),
 }

@@ -109,6 +109,15 @@ def split(n: int, parts: int) -> list[slice]:
     return [slice(a, b) for a, b in itertools.pairwise(bounds)]
 
 
+def _forget_after_fork() -> None:
+    """A forked child has none of its parent's threads: start with a new pool and lock."""
+    global _pool, _lock, _inside, _restore
+    _pool, _lock, _inside, _restore = None, threading.Lock(), 0, None
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 def _executor(workers: int) -> Executor:
     global _pool
     with _lock:

@@ -71,7 +71,7 @@ class Sequential:
 
     def forward(self, x: Array, *, training: bool = False) -> Array:
         with region(None if self._splits else 1):
-            for _, step in self._plan():
+            for _, step in self.plan():
                 x = step.forward(x, training=training)
         return x
 
@@ -82,7 +82,7 @@ class Sequential:
         """
         first = next((i for i, layer in enumerate(self.layers) if layer.params()), 0)
         with region(None if self._splits else 1):
-            for start, step in reversed(self._plan()):
+            for start, step in reversed(self.plan()):
                 if isinstance(step, Stretch):
                     if start + len(step.layers) <= first:
                         break
@@ -94,9 +94,9 @@ class Sequential:
                 if g is not None:
                     grad_out = g
 
-    def _plan(self) -> list[tuple[int, Layer | Stretch]]:
-        """(index of its first layer, what runs): the layers in order, runs of per-image layers
-        around a convolution grouped into one Stretch (model/stretch.py)."""
+    def plan(self) -> list[tuple[int, Layer | Stretch]]:
+        """What forward runs, in order, as (index of its first layer, layer or Stretch): runs of
+        per-image layers around a convolution are grouped into one Stretch (model/stretch.py)."""
         plan: list[tuple[int, Layer | Stretch]] = []
         runs = dict(stretches(self.layers))
         i = 0
