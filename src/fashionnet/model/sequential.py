@@ -246,10 +246,19 @@ class FlipAveraged:
         self, x: Array, *, batch_size: int = INFERENCE_BATCH, pixels: bool = True
     ) -> Array:
         x = x.reshape(len(x), -1) if x.ndim == 3 else x
-        probs = self.model.predict_proba(x, batch_size=batch_size, pixels=pixels)
-        probs += self.model.predict_proba(mirror(x), batch_size=batch_size, pixels=pixels)
-        probs *= probs.dtype.type(0.5)
-        return probs
+        xp, step = array_namespace(x), max(1, batch_size // 2)
+        parts = []
+        for i in range(0, len(x), step):  # each image beside its mirror image: one pass, not two
+            xb = x[i : i + step]
+            both = xp.concatenate([xb, mirror(xb)])
+            probs = self.model.predict_proba(both, batch_size=batch_size, pixels=pixels)
+            half = probs[: len(xb)]
+            half += probs[len(xb) :]
+            half *= half.dtype.type(0.5)
+            parts.append(half)
+        if not parts:
+            return self.model.predict_proba(x, batch_size=batch_size, pixels=pixels)
+        return parts[0] if len(parts) == 1 else xp.concatenate(parts)
 
     def predict(self, x: Array, *, batch_size: int = INFERENCE_BATCH, pixels: bool = True) -> Array:
         return self.predict_proba(x, batch_size=batch_size, pixels=pixels).argmax(axis=1)
