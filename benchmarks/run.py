@@ -549,8 +549,9 @@ def main() -> None:
     if args.only and args.out.exists():  # rerun some sections, keep the others
         results = json.loads(args.out.read_text())
         results.setdefault("updates", []).append(
-            {"sections": args.only, "command": command, "date": date, "load": os.getloadavg()}
-        )
+            {"sections": args.only, "command": command, "date": date, "load": os.getloadavg(),
+             "machine": machine()}
+        )  # fmt: skip
     else:
         results = {"command": command, "date": date, "machine": machine(), "smoke": args.smoke}
     sections = set(args.only or SECTIONS)
@@ -643,10 +644,14 @@ def render(results: dict[str, Any]) -> str:
         "",
     ]
     for update in results.get("updates", []):
+        um = update.get("machine")  # the machine may have changed since the first run
+        where = (f" on {um.get('cpu', um['processor'])}, {um['cpus']} CPUs, torch {um['torch']}"
+                 if um else "")  # fmt: skip
         lines += [
             f"Sections {', '.join(update['sections'])} rerun {update['date']} with "
-            f"`{update['command']}` (load average {update['load'][0]:.2f}).",
+            f"`{update['command']}`{where} (load average {update['load'][0]:.2f}).",
             "",
+            *(_kernel_note(um) if um else []),
         ]
     for key, title in THROUGHPUT_TABLES.items():
         if key not in results:
