@@ -1,8 +1,8 @@
 """Layers: forward caches what backward needs; backward assigns (never adds) parameter gradients.
 
-core: the contract (every layer registers itself in Layer.registry), Linear, Dropout, Flatten;
-activations: ReLU, LeakyReLU, Tanh, Sigmoid; norm: BatchNorm; conv: Conv2D and Reshape over NCHW
-batches; pool: max and average pooling; residual: Residual blocks.
+core: the contract (every layer registers itself in Layer.registry); dense: Linear, Dropout,
+Flatten; activations: ReLU, LeakyReLU, Tanh, Sigmoid; norm: BatchNorm; conv: Conv2D and Reshape
+over NCHW batches; pool: max and average pooling; residual: Residual blocks.
 """
 
 from .activations import LeakyReLU, ReLU, Sigmoid, Tanh
@@ -10,10 +10,7 @@ from .conv import Conv2D, Reshape
 from .core import (
     INITS,
     Array,
-    Dropout,
-    Flatten,
     Layer,
-    Linear,
     OnnxGraph,
     Parameter,
     array_namespace,
@@ -23,6 +20,7 @@ from .core import (
     init_weight,
     layer_class,
 )
+from .dense import Dropout, Flatten, Linear
 from .norm import BatchNorm
 from .pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from .residual import Residual
