@@ -171,3 +171,19 @@ def test_a_forked_child_gets_a_pool_of_its_own():
 def _split_in_a_region() -> list[int]:
     with threads.region(2):
         return threads.each(8, lambda s: s.start)
+
+
+@pytest.mark.parametrize("value", ["two", "0", "-3", "1.5"])
+def test_a_malformed_fashionnet_threads_is_one_line_before_anything_runs(
+    value, monkeypatch, tmp_path, capsys
+):
+    from fashionnet.cli import main
+
+    monkeypatch.setenv(threads.ENV, value)
+    out = tmp_path / "run"
+    assert main(["train", "--arch", "cnn", "--stages", "4", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"fashionnet: error: FASHIONNET_THREADS must be a whole number >= 1, got {value!r}"
+    ]
+    assert not out.exists()

@@ -49,16 +49,24 @@ def _blas() -> Any:
     return ThreadpoolController().select(user_api="blas")
 
 
+def from_env() -> int | None:
+    """FASHIONNET_THREADS as a number, None when unset; ValueError naming it when malformed."""
+    text = os.environ.get(ENV, "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{ENV} must be a whole number >= 1, got {text!r}")
+    return value
+
+
 def count() -> int:
     """Threads a CNN step uses: FASHIONNET_THREADS, else the BLAS's thread count."""
-    text = os.environ.get(ENV, "").strip()
-    if text:
-        try:
-            value = int(text)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise ValueError(f"{ENV} must be a whole number >= 1, got {text!r}")
+    value = from_env()
+    if value is not None:
         return value
     if getattr(_local, "parts", 1) > 1:  # inside a region, which holds the BLAS at one thread
         return int(_local.parts)

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from .. import threads
 from .._version import __version__
 from ..checkpoint import CheckpointError
 from ..data import DataError
@@ -71,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        threads.from_env()  # a malformed FASHIONNET_THREADS is named before anything runs
         return int(COMMANDS[args.command].run(args))
     except ModuleNotFoundError as e:  # a dependency removed after install (--no-deps, uninstall)
         print(
