@@ -112,6 +112,12 @@ def test_flip_averaging_predicts_the_mean_of_both_views(rng, tmp_path):
     np.testing.assert_array_equal(mirror(x)[0].reshape(4, 4), x[0].reshape(4, 4)[:, ::-1])
     expected = (softmax(net.forward(x)) + softmax(net.forward(mirror(x)))) / 2
     np.testing.assert_allclose(model.predict_proba(x), expected, rtol=1e-6)
+    # each image beside its mirror image in one pass, batch by batch: any batch size, any split
+    for batch_size in (1, 2, 4, 9):
+        np.testing.assert_allclose(model.predict_proba(x, batch_size=batch_size), expected,
+                                   rtol=1e-6)  # fmt: skip
+    with pytest.raises(ValueError, match="at least one sample"):  # as the wrapped model
+        model.predict_proba(x[:0])
     np.testing.assert_array_equal(model.predict(x), expected.argmax(axis=1))
     y = np.array([0, 1, 2, 0, 1])
     loss, accuracy = evaluate(model, x, y)
