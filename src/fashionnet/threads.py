@@ -151,6 +151,14 @@ def each(n: int, fn: Callable[[slice], T]) -> list[T]:
     return [first, *(f.result() for f in futures)]
 
 
-def total(parts: Iterable[Any]) -> Any:
-    """The parts' partial sums added in part order (the same order every run)."""
+def summed(n: int, fn: Callable[[slice], Any]) -> Any:
+    """fn(part) for the parts of range(n) (as `each`), the partial sums added in part order: one
+    array, or a list of them when fn returns a tuple or list (added entry by entry)."""
+    results = each(n, fn)
+    if isinstance(results[0], tuple | list):
+        return [_total(entry) for entry in zip(*results, strict=True)]
+    return _total(results)
+
+
+def _total(parts: Iterable[Any]) -> Any:
     return functools.reduce(lambda a, b: a + b, parts)

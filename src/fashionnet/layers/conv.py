@@ -214,7 +214,7 @@ class Conv2D(Layer):
                     grad[n0:n1] = self._col2im(rows @ taps, n1 - n0, h, w)
             return d_matrix, column_sums(g[images.start * pixels : images.stop * pixels])
 
-        d_matrix, d_bias = (threads.total(p) for p in zip(*threads.each(n, part), strict=True))
+        d_matrix, d_bias = threads.summed(n, part)
         self.weight.grad[...] = d_matrix.reshape(k, k, c, o).transpose(3, 2, 0, 1)
         if self.bias is not None:
             self.bias.grad[...] = d_bias

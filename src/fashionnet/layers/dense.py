@@ -86,7 +86,7 @@ class Linear(Layer):
                 xp.matmul(g[rows], self.weight.data.T, out=grad[rows])
             return x[rows].T @ g[rows], column_sums(g[rows])
 
-        d_weight, d_bias = (threads.total(p) for p in zip(*threads.each(len(x), part), strict=True))
+        d_weight, d_bias = threads.summed(len(x), part)
         self.weight.grad[...] = d_weight
         if self.bias is not None:
             self.bias.grad[...] = d_bias

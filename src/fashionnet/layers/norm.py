@@ -88,7 +88,9 @@ class BatchNorm(Layer):
             threads.each(len(x), infer)
             return out
         n = len(x) * tiles
-        mean = self._per_feature(self._sum(x, lambda rows: column_sums(x[rows])), tiles) / n
+        mean = (
+            self._per_feature(threads.summed(len(x), lambda rows: column_sums(x[rows])), tiles) / n
+        )
         x_hat = xp.empty_like(x)  # centred first, normalised in place below
         mean_t = xp.tile(mean, tiles)
 
@@ -96,7 +98,7 @@ class BatchNorm(Layer):
             xp.subtract(x[rows], mean_t, out=x_hat[rows])
             return xp.einsum("ij,ij->j", x_hat[rows], x_hat[rows])
 
-        var = self._per_feature(self._sum(x, centre), tiles) / n
+        var = self._per_feature(threads.summed(len(x), centre), tiles) / n
         m = self.momentum
         self.running_mean *= 1 - m
         self.running_mean += m * mean
@@ -115,19 +117,14 @@ class BatchNorm(Layer):
         self._x_hat, self._inv_std = x_hat, inv_std
         return out
 
-    @staticmethod
-    def _sum(x: Array, part_sum: Any) -> Array:
-        """The sum over rows of x that part_sum(rows) gives for each part, parts added in order."""
-        return threads.total(threads.each(len(x), part_sum))
-
     def _backward(self, grad_out: Array, tiles: int, input_grad: bool) -> Array | None:
         x_hat, g = _cached(self._x_hat, self), grad_out
         xp = array_namespace(x_hat)
 
-        def sums(rows: slice) -> Array:  # (2, tiles * C): sum of g, sum of g * x_hat
-            return xp.stack([column_sums(g[rows]), xp.einsum("ij,ij->j", g[rows], x_hat[rows])])
+        def sums(rows: slice) -> tuple[Array, Array]:  # sum of g, sum of g * x_hat
+            return column_sums(g[rows]), xp.einsum("ij,ij->j", g[rows], x_hat[rows])
 
-        d_bias, d_weight = self._sum(x_hat, sums)
+        d_bias, d_weight = threads.summed(len(x_hat), sums)
         self.bias.grad[...] = self._per_feature(d_bias, tiles)
         self.weight.grad[...] = self._per_feature(d_weight, tiles)
         if not input_grad:

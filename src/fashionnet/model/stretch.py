@@ -133,9 +133,9 @@ class Stretch:
                         total += p.grad
             return sums
 
-        parts = threads.each(len(x), part)
+        sums = threads.summed(len(x), part)
         params = [p for layer in self.layers for p in layer.params().values()]
-        for i, p in enumerate(params):
-            p.grad[...] = threads.total(sums[i] for sums in parts)
+        for p, total in zip(params, sums, strict=True):
+            p.grad[...] = total
         self._twins, self._saved = {}, {}
         return grad
