@@ -43,7 +43,8 @@ def test_config_json_written_before_runconfig_reads_as_its_preset(run):
     then = {
         "mlp": RunConfig(),
         "cnn": dataclasses.replace(PRESETS["cnn"], stages=((32,), (64, 64), (128,)), dropout=0.25,
-                                   shift=2, epochs=13, label_smoothing=0.0),
+                                   shift=2, epochs=13, label_smoothing=0.0, optimizer="adamw",
+                                   lr=0.003, weight_decay=0.05, batch_size=128),
     }.get(run, PRESETS[run])  # fmt: skip
     assert RunConfig.from_json(old) == then
 
