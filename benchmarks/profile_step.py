@@ -1,7 +1,8 @@
 """Where one training step's time goes: `python benchmarks/profile_step.py [--hidden 256,128]`.
 
-Times each part of real training steps of the MLP (batch 128, float32, Adam), or of the small
-CNN with --cnn, and prints a table of medians: batch gathering, each layer's forward and
+Times each part of real training steps of the MLP (batch 128, float32, Adam), of the small
+CNN with --cnn, or of a preset's network and optimiser with --preset NAME (its batch size unless
+--batch-size says), and prints a table of medians: batch gathering, each layer's forward and
 backward, the loss, the optimiser. The thread count is the BLAS's, or FASHIONNET_THREADS.
 The matrix-multiply share is what the BLAS does; the rest is overhead fashionnet controls.
 """
@@ -14,10 +15,12 @@ import time
 import numpy as np
 
 from fashionnet import threads
+from fashionnet.config import preset, show_setting
 from fashionnet.losses import softmax_cross_entropy
-from fashionnet.model import mlp
+from fashionnet.model import mlp, unwrap
 from fashionnet.model.stretch import Stretch
-from fashionnet.optim import Adam
+from fashionnet.optim import Adam, Optimizer
+from fashionnet.runs import build_training
 from fashionnet.train import keep_freed_memory
 
 
@@ -42,7 +45,7 @@ def profile(model, opt, x, y, batch: int, steps: int) -> list[tuple[str, float]]
              + [f"forward  {name(start, step)}" for start, step in plan]
              + ["loss (softmax cross-entropy)"]
              + [f"backward {name(start, step)}" for start, step in back]
-             + [f"optimizer Adam over {opt.data.size:,} parameters"])  # fmt: skip
+             + [f"optimizer {type(opt).__name__} over {opt.data.size:,} parameters"])  # fmt: skip
     times = np.zeros((steps, len(names)))
     splits = any(layer.splits_batch for layer in model.layers)
     for i in range(steps + 3):  # three warm-up steps
@@ -74,14 +77,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hidden", default="256,128")
     parser.add_argument("--dropout", type=float, default=0.0)
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, help="default: 128, or the preset's")
     parser.add_argument("--batch-norm", action="store_true")
     parser.add_argument("--repeats", type=int, default=300)
     parser.add_argument("--cnn", action="store_true", help="the small CNN of benchmarks/run.py")
+    parser.add_argument("--preset", help="a preset's network and optimiser, e.g. cnn")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     hidden = [int(h) for h in args.hidden.split(",")]
-    if args.cnn:
+    batch = args.batch_size or 128
+    opt: Optimizer | None = None
+    if args.preset:
+        config = preset(args.preset)
+        batch = args.batch_size or config.batch_size
+        model, opt, _ = build_training(config, 784, 10, 55000, rng)
+        model = unwrap(model)  # mirror averaging is for predictions, not training steps
+        title = f"preset {args.preset} ({config.arch}, {show_setting(config.stages)})"
+    elif args.cnn:
         from run import small_cnn  # benchmarks/run.py, beside this script
 
         model = small_cnn(rng)
@@ -90,13 +102,13 @@ def main() -> None:
         model = mlp(784, hidden, 10, rng=rng, dropout=args.dropout, batch_norm=args.batch_norm)
         title = f"MLP 784-{args.hidden}-10"
     keep_freed_memory()  # as fit() does
-    opt = Adam(model.parameters(), lr=1e-3)
+    opt = opt or Adam(model.parameters(), lr=1e-3)
     x = rng.random((60000, 784), dtype=np.float32)
     y = rng.integers(0, 10, 60000)
-    rows = profile(model, opt, x, y, args.batch_size, args.repeats)
+    rows = profile(model, opt, x, y, batch, args.repeats)
     total = sum(t for _, t in rows)
-    print(f"{title}, batch {args.batch_size}, dropout {args.dropout}, "
-          f"BatchNorm {args.batch_norm}, {threads.count()} thread(s): "
+    settings = "" if args.preset else f", dropout {args.dropout}, BatchNorm {args.batch_norm}"
+    print(f"{title}, batch {batch}{settings}, {threads.count()} thread(s): "
           f"{total * 1e3:.3f} ms per step")  # fmt: skip
     print("| part | ms | share |\n|---|---|---|")
     for name, t in rows:

@@ -382,6 +382,7 @@ PROFILES = {  # name: (profile_step.py arguments, threads)
                         "--batch-size", "256"], 2),
     "small CNN, 1 thread": (["--cnn", "--repeats", "30"], 1),
     "small CNN, 2 threads": (["--cnn", "--repeats", "30"], 2),
+    "cnn preset, 2 threads": (["--preset", "cnn", "--repeats", "30"], 2),
 }  # fmt: skip
 
 WORKERS = {
@@ -915,7 +916,23 @@ part timed inside real steps, before: commit 641b5dd, 74.8 ms per step on 1 thre
   at least 21 ms on 1 thread and 11 ms on 2; PyTorch 2.13 (oneDNN) takes about 58 and 35 ms for
   the whole step. The rest of fashionnet's step is NumPy passes at 5-20 GB/s (a ReLU of a 28x28x32
   image 5-8 us in or out of cache, a 2x2 max-pool 17-22 us): 1.5x PyTorch would leave them 17 ms
-  on 1 thread and 12 ms on 2, a third of what they take."""
+  on 1 thread and 12 ms on 2, a third of what they take.
+
+Later the same day (same machine; this section's step tables are from that later rerun, which
+found every step 5-9% slower than the figures above: the code of the earlier rerun, ddd360e, and
+the current code alternated at 69.4 / 69.9 and 70.0 / 69.2 ms for the small CNN on 1 thread):
+
+- The `cnn` preset's step (the last table, `profile_step.py --preset cnn`): its matrix products
+  run at 97-125 GFLOP/s on one core (a chunk of 9 images through the 32-to-64 convolution: the
+  forward product 125, the weight gradient 115, the input gradient's nine (rows, 32) products 97);
+  the first convolution's, whose K or M is 9, at 40-48 (padding K to 12 or 16 made them no
+  faster).
+- Tried and left out: numba kernels (an optional compiled dependency): a 2x2 max-pool with int8
+  indices 4.6x faster than the NumPy passes (0.20 against 0.95 ms forward, 0.40 against 1.08
+  backward, 40 images of 28x28x32), a ReLU backward 1.6x, im2col and col2im no faster (copies at
+  memory speed); in the `cnn` preset's step 64.9 / 64.6 -> 60.6 / 61.4 ms on 2 threads, 6%, not
+  worth a compiled dependency. The input gradient as one (rows, 9C) product and a col2im reading
+  its strided blocks: 13.41 -> 13.56 ms for 128 images at 32 channels, 10.20 -> 9.17 at 64."""
 
 
 if __name__ == "__main__":

@@ -61,6 +61,9 @@ def test_benchmark_smoke_run_produces_every_section(tmp_path, real_data):
     assert seconds > 0 and 0 <= accuracy <= 1
     assert set(results["time_to_accuracy"]) >= {"fashionnet-mlp", "fashionnet-seed", "notebook"}
     assert results["load"]["csv"][0]["rows"] == results["load"]["csv-cached"][0]["rows"] == 200
+    preset_profile = results["profile"]["cnn preset, 2 threads"]
+    assert "preset cnn (cnn, 32/64/128), batch 256" in preset_profile
+    assert "| optimizer SGD over 390,890 parameters |" in preset_profile
 
     # the tables render from these results (as BENCHMARKS.md is written after a full run)
     page = _bench_module().render(results)
