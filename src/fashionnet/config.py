@@ -276,7 +276,7 @@ PRESETS: dict[str, RunConfig] = {
     ),
     # Three convolutions, one a stage, with BatchNorm after pooling; images shifted by a pixel and
     # mirrored, label smoothing, SGD with Nesterov momentum after one warmup epoch, and
-    # predictions averaged over each image and its mirror image: the best of the 5-minute recipes
+    # predictions averaged over each image and its mirror image: chosen from the 5-minute recipes
     # tried (docs/presets.md; SGD scored 0.3 points above AdamW in the same time).
     "cnn": dataclasses.replace(
         _CNN,
