@@ -103,6 +103,34 @@ def test_same_seed_same_model_file_weights(tmp_path, tiny_data):
         np.testing.assert_array_equal(a[name], b[name])
 
 
+def test_train_in_process_gives_the_callers_signal_handlers_back(tmp_path, tiny_data):
+    """A run stops on SIGINT / SIGTERM by its own handlers; a process that called main() gets its
+    own back (left installed, they swallowed its next Ctrl-C and made forked children ignore
+    SIGTERM). From a thread other than the main one, where no handler can be set, it still runs."""
+    import signal
+    import threading
+
+    def mine(signum, frame):
+        raise AssertionError("not expected to run")
+
+    args = ["train", "--data", str(tiny_data), "--epochs", "1", "--val-size", "20", "--hidden",
+            "8", "--quiet", "--no-report"]  # fmt: skip
+    previous = {s: signal.signal(s, mine) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        assert main([*args, "--out", str(tmp_path / "main")]) == 0
+        assert signal.getsignal(signal.SIGINT) is mine
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    codes = []
+    out = str(tmp_path / "thread")
+    thread = threading.Thread(target=lambda: codes.append(main([*args, "--out", out])))
+    thread.start()
+    thread.join()
+    assert codes == [0] and (tmp_path / "thread" / "model.npz").is_file()
+
+
 def test_restarts_schedule_flags_are_recorded_and_used(tmp_path, tiny_data, capsys):
     out = tmp_path / "run"
     args = ["train", "--data", str(tiny_data), "--epochs", "3", "--val-size", "20",

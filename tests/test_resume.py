@@ -25,14 +25,6 @@ DRIVER = Path(__file__).with_name("signal_driver.py")
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
-@pytest.fixture(autouse=True)
-def _default_signal_handlers():
-    """The in-process tests install fashionnet's SIGINT / SIGTERM handlers: put them back."""
-    yield
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     return write_learnable(tmp_path_factory.mktemp("data"), 1100, 200)

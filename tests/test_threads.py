@@ -163,9 +163,14 @@ def test_a_forked_child_gets_a_pool_of_its_own():
 
     with threads.region(2):
         assert threads.each(8, lambda s: s.start) == [0, 4]  # the parent's pool is running
-    context = multiprocessing.get_context("fork")
-    with context.Pool(1) as pool:
+    pool = multiprocessing.get_context("fork").Pool(1)
+    try:
         assert pool.apply_async(_split_in_a_region).get(timeout=60) == [0, 4]
+    except BaseException:
+        pool.terminate()  # a child stuck in the split: SIGTERM it
+        raise
+    pool.close()  # the worker ends on the pool's own sentinel, not on a signal
+    pool.join()
 
 
 def _split_in_a_region() -> list[int]:

@@ -7,6 +7,9 @@ import argparse
 import dataclasses
 import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ from ..train import History, TrainState, epoch_line
 from ._common import UsageError, load_data
 
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
+HANDLED = (signal.SIGINT, signal.SIGTERM)
 NOT_FLAGS = {"preset"}  # --preset picks the starting point; it is recorded, not overridden
 
 
@@ -108,15 +112,33 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _stop_on_signals(state: TrainState) -> None:
-    """SIGINT / SIGTERM: finish the current step, then save and stop. A second one aborts."""
+    """SIGINT / SIGTERM: finish the current step, then save and stop. A second one aborts.
+    Only the main thread may set handlers: elsewhere the run is stopped the usual way."""
 
     def handler(signum: int, frame: object) -> None:
         if state.stop_requested is not None:
             raise KeyboardInterrupt
         state.stop_requested = signal.Signals(signum).name
 
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+    if threading.current_thread() is threading.main_thread():
+        for s in HANDLED:
+            signal.signal(s, handler)
+
+
+@contextmanager
+def _handlers_given_back() -> Iterator[None]:
+    """The SIGINT / SIGTERM handlers as they were once the run ends. A process that called
+    main() (a notebook, a test, a worker) keeps its own: left installed, the run's handler
+    swallowed that process's next Ctrl-C, and a child it forked ignored SIGTERM (a
+    multiprocessing pool's terminate() then waited forever)."""
+    previous = {s: signal.getsignal(s) for s in HANDLED}
+    try:
+        yield
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for s, handler in previous.items():
+                if handler is not None:  # None: set outside Python, not ours to restore
+                    signal.signal(s, handler)
 
 
 def _afterword(
@@ -166,8 +188,9 @@ def run(args: argparse.Namespace) -> int:
             print(epoch_line(record, config.epochs, config.label_smoothing), flush=True)
 
     try:
-        result = training.train(data, on_start=on_start, on_epoch=on_epoch,
-                                progress=False if args.quiet else None)  # fmt: skip
+        with _handlers_given_back():
+            result = training.train(data, on_start=on_start, on_epoch=on_epoch,
+                                    progress=False if args.quiet else None)  # fmt: skip
     except ConfigError as e:
         raise UsageError(f"{_flag(e.name)} {e.message}") from None
     out = training.folder
