@@ -113,7 +113,8 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _stop_on_signals(state: TrainState) -> None:
     """SIGINT / SIGTERM: finish the current step, then save and stop. A second one aborts.
-    Only the main thread may set handlers: elsewhere the run is stopped the usual way."""
+    Only the main thread may set handlers: a run started from another thread leaves signals to
+    the process's own handlers."""
 
     def handler(signum: int, frame: object) -> None:
         if state.stop_requested is not None:
