@@ -70,6 +70,17 @@ def test_each_runs_every_part_once_in_order_and_the_first_on_the_caller():
     assert threads.each(30, part) == [30]  # outside a region: the whole batch at once
 
 
+def test_batches_of_fewer_parts_reuse_the_pool_instead_of_replacing_it():
+    """A server's batches come in every size: 8 images split into 2 parts, 64 into 4. The pool
+    grows to the most parts asked for and is kept; it used to be replaced at every change."""
+    with threads.region(4):
+        assert threads.each(64, lambda s: s.start) == [0, 16, 32, 48]
+        pool = threads._executor(3)
+        assert threads.each(8, lambda s: s.start) == [0, 4]
+        assert threads.each(64, lambda s: s.start) == [0, 16, 32, 48]
+        assert threads._executor(1) is pool and threads._executor(3) is pool
+
+
 class _Probe(Layer):  # private: not registered, so the layer contract test skips it
     """Records how many parts a batch is split into while the model runs."""
 

@@ -127,9 +127,12 @@ os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def _executor(workers: int) -> Executor:
+    """A pool of at least `workers` threads. It only grows: a small batch splits into fewer
+    parts than a large one, and replacing the pool at each change (a server's batches of every
+    size) would start and stop threads all the time; idle threads cost nothing."""
     global _pool
     with _lock:
-        if _pool is None or _pool[0] != workers:
+        if _pool is None or _pool[0] < workers:
             if _pool is not None:
                 _pool[1].shutdown(wait=False)
             _pool = (workers, ThreadPoolExecutor(workers, thread_name_prefix="fashionnet"))
