@@ -175,6 +175,9 @@ def test_the_batcher_gathers_concurrent_requests_into_one_pass():
     asyncio.run(scenario(12))
     assert seen == [12]
     seen.clear()
+    asyncio.run(scenario(4))  # a request that would overflow a batch waits for the next one
+    assert seen == [4, 3, 3, 2]
+    seen.clear()
     asyncio.run(scenario(1))  # batching off: a pass per request
     assert seen == [1, 2, 1, 2, 1, 2, 1, 2]
 

@@ -2,9 +2,11 @@
 
 The way Triton and TorchServe batch: the first waiting request opens a batch, which takes every
 image already queued and then waits at most `max_wait` seconds for more, up to `max_batch`
-images (a request's images are never split), but only while more are on their way. The forward
-pass runs on one worker thread (NumPy's BLAS uses the cores itself), off the event loop, so
-requests keep being read while the model works; the next batch gathers meanwhile.
+images (a request's images are never split: one that would overflow the batch opens the next,
+and only a request larger than `max_batch` makes a batch larger), but only while more are on
+their way. The forward pass runs on one worker thread (NumPy's BLAS uses the cores itself), off
+the event loop, so requests keep being read while the model works; the next batch gathers
+meanwhile.
 """
 
 from __future__ import annotations
@@ -54,9 +56,10 @@ class Batcher:
         waiting for company that is not on its way."""
         assert self._queue is not None
         queue, loop = self._queue, asyncio.get_running_loop()
+        carry = None  # a request that did not fit the last batch: it opens the next one
         while True:
-            batch = [await queue.get()]
-            size = len(batch[0][0])
+            batch = [carry if carry is not None else await queue.get()]
+            carry, size = None, len(batch[0][0])
             deadline = loop.time() + self.max_wait
             while size < self.max_batch:
                 if queue.empty():
@@ -70,6 +73,9 @@ class Batcher:
                     item = queue.get_nowait() if not queue.empty() else (
                         await asyncio.wait_for(queue.get(), left))  # fmt: skip
                 except TimeoutError:
+                    break
+                if size + len(item[0]) > self.max_batch:  # never over max_batch, never split
+                    carry = item
                     break
                 batch.append(item)
                 size += len(item[0])
