@@ -118,6 +118,38 @@ def test_adam_matches_its_formula(cls, wd, rng):
         np.testing.assert_allclose(p.data, w, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [("sgd", {"lr": 0.1, "momentum": 0.9}), ("adam", {"lr": 1e-3}), ("adamw", {"lr": 3e-3})],
+)
+def test_moments_of_gradients_that_stopped_lose_their_subnormals(name, kwargs, monkeypatch):
+    """Units that die stop getting gradients: their moments decay by beta each step into
+    float32's subnormal range, where they stay, and every pass over them runs many times slower.
+    They are flushed to 0 every FLUSH_EVERY steps, which moves no weight by a bit."""
+    from fashionnet import optim
+
+    def train(flush_every: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        monkeypatch.setattr(optim, "FLUSH_EVERY", flush_every)
+        params = make_params(np.random.default_rng(0), np.float32)
+        opt = make_optimizer(name, params, **kwargs)
+        grads = np.random.default_rng(1)
+        for step in range(1300):  # gradients for 20 steps, then none, then some again
+            stopped = 20 <= step < 1280
+            for p in params:
+                p.grad[...] = 0 if stopped else grads.normal(size=p.data.shape)
+            opt.step()
+            if step == 1279:
+                states = [a.copy() for a in opt.state_arrays().values()]
+        return opt.data.copy(), states
+
+    tiny, every = np.finfo(np.float32).tiny, optim.FLUSH_EVERY
+    unflushed_weights, unflushed = train(1 << 30)
+    assert any(((a != 0) & (np.abs(a) < tiny)).any() for a in unflushed)  # what happens
+    weights, states = train(every)
+    assert not any(((a != 0) & (np.abs(a) < tiny)).any() for a in states)
+    assert np.array_equal(weights, unflushed_weights)
+
+
 def test_weight_decay_never_touches_biases(rng):
     params = make_params(rng)
     weight_before, bias_before = params[0].data.copy(), params[1].data.copy()
