@@ -932,7 +932,30 @@ the current code alternated at 69.4 / 69.9 and 70.0 / 69.2 ms for the small CNN 
   backward, 40 images of 28x28x32), a ReLU backward 1.6x, im2col and col2im no faster (copies at
   memory speed); in the `cnn` preset's step 64.9 / 64.6 -> 60.6 / 61.4 ms on 2 threads, 6%, not
   worth a compiled dependency. The input gradient as one (rows, 9C) product and a col2im reading
-  its strided blocks: 13.41 -> 13.56 ms for 128 images at 32 channels, 10.20 -> 9.17 at 64."""
+  its strided blocks: 13.41 -> 13.56 ms for 128 images at 32 channels, 10.20 -> 9.17 at 64.
+
+2026-12-02, same machine:
+
+- The optimisers' moments lose their subnormal values every 50 steps (fashionnet/optim.py). A
+  ReLU unit that dies stops getting gradients, and its moments decay by beta each step into
+  float32's subnormal range, where they stay; x86 computes on subnormals many times slower.
+  The 784-256-128-10 MLP with Adam on Fashion-MNIST: 4% of m subnormal after 2 epochs and 8%
+  after 8, an optimiser step 0.54 -> 2.1 ms, an epoch 0.78 -> 1.59 s; flushed, 0.57-0.64 ms and
+  0.81-0.91 s, and the weights bit-identical (the same check with AdamW and SGD with momentum,
+  where 28% and 15% of the moments had become subnormal). The MLP table's 1,200 steps crossed
+  into that range after about 800: its rows went from 0.98x / 0.78x PyTorch to the ratios above.
+  PyTorch's Adam makes the same subnormals (11% of exp_avg after 2 epochs), which slow it less
+  (epochs 0.88 -> 1.0-1.16 s); the tables run PyTorch as it comes. With
+  `torch.set_flush_denormal(True)`, in one alternating measurement of two rounds: fashionnet
+  71.0k / 68.0k samples/s on 1 thread, PyTorch 49.0k / 51.4k as it comes and 54.8k / 59.7k
+  flushing; on 2 threads 86.5k / 84.0k against 71.9k / 75.9k and 73.3k / 79.8k.
+- Tried and left out: AdamW's ten passes run chunk by chunk (128k values of every array at a
+  time) and in a part per thread. Alone, over the default preset's 1.3M parameters with its
+  arrays in cache: 3.39 -> 2.44 ms on one thread, 1.75 in two parts. Inside real steps
+  (`profile_step.py --preset mlp`, alternated, 200-300 steps each) the optimiser took 4.0-4.7 ms
+  before and after on 2 threads, 4.5-4.7 against 5.2 on one: between a step's matrix products
+  the arrays have left the cache, and the second part shares its core with the BLAS's own
+  thread."""
 
 
 if __name__ == "__main__":
