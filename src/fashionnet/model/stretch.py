@@ -12,6 +12,9 @@ Layers keep what backward needs in `_` attributes (STYLE.md), so the Stretch sav
 after its forward and puts them back before its backward, on a copy of each layer per thread.
 The copies share the weights and have gradient arrays of their own, summed over chunks and then
 over threads in part order: bit-identical results for a given thread count.
+
+A ReLU just before a max-pool runs after it instead (`run_order`): the same outputs and gradients,
+with the ReLU's two passes over a quarter of the values behind 2x2 pooling.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import copy
 from typing import Any
 
 from .. import threads
-from ..layers import Array, Conv2D, Layer, Parameter, array_namespace
+from ..layers import Array, Conv2D, Layer, MaxPool2D, Parameter, ReLU, array_namespace
 
 # a chunk's largest activation at most this: with the layers' own temporaries it stays in a
 # core's cache (sizes compared in BENCHMARKS.md)
@@ -46,6 +49,21 @@ def stretches(layers: list[Layer]) -> list[tuple[int, int]]:
     return runs
 
 
+def run_order(layers: list[Layer]) -> list[Layer]:
+    """The layers in the order a Stretch runs them: each ReLU that feeds a max-pool after it.
+
+    ReLU is monotone, so relu(max(window)) == max(relu(window)) exactly. Backward, both orders send
+    a window's gradient to its largest input when that is positive (ties go to the same first
+    one) and give every input nothing when it is not. Only layers without parameters move, so
+    the parameters keep their order.
+    """
+    order = list(layers)
+    for i in range(len(order) - 1):
+        if type(order[i]) is ReLU and isinstance(order[i + 1], MaxPool2D):
+            order[i], order[i + 1] = order[i + 1], order[i]
+    return order
+
+
 def _twin(layer: Layer) -> Layer:
     """A shallow copy with the same weights and gradient arrays of its own."""
     twin = copy.copy(layer)
@@ -63,7 +81,8 @@ class Stretch:
     """Layers that each treat every image on its own, run chunk by chunk, part by part."""
 
     def __init__(self, layers: list[Layer]) -> None:
-        self.layers = layers
+        self.layers = layers  # as the model lists them
+        self._order = run_order(layers)  # as they run
         self._shapes: dict[tuple[Any, ...], tuple[int, Array]] = {}
         self._twins: dict[int, list[Layer]] = {}
         self._saved: dict[int, _Saved] = {}
@@ -75,7 +94,7 @@ class Stretch:
         key = (x.shape[1:], x.dtype.str, x.strides[1:])
         if key not in self._shapes:
             h, largest = x[:1], x[:1].nbytes
-            for layer in self.layers:
+            for layer in self._order:
                 h = layer.forward(h)
                 largest = max(largest, h.nbytes)
             self._shapes[key] = (max(1, CHUNK_BYTES // largest), h)
@@ -88,7 +107,7 @@ class Stretch:
         self._twins, self._saved, self._x = {}, {}, (x if training else None)
 
         def part(images: slice) -> None:
-            twins = [_twin(layer) for layer in self.layers]  # caches of their own, per thread
+            twins = [_twin(layer) for layer in self._order]  # caches of their own, per thread
             saved: _Saved = []
             with threads.single():
                 for c0 in range(images.start, images.stop, step):
@@ -134,7 +153,7 @@ class Stretch:
             return sums
 
         sums = threads.summed(len(x), part)
-        params = [p for layer in self.layers for p in layer.params().values()]
+        params = [p for layer in self._order for p in layer.params().values()]
         for p, total in zip(params, sums, strict=True):
             p.grad[...] = total
         self._twins, self._saved = {}, {}
