@@ -35,7 +35,7 @@ def profile(model, opt, x, y, batch: int, steps: int) -> list[tuple[str, float]]
 
     def name(start: int, step: object) -> str:
         if isinstance(step, Stretch):
-            inner = ", ".join(type(layer).__name__ for layer in step.layers)
+            inner = ", ".join(type(layer).__name__ for layer in step.order)  # as they run
             return f"{start}-{start + len(step.layers) - 1}: {inner}, a chunk of images at a time"
         return f"{start}: {step!r}"
 

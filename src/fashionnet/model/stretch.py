@@ -82,7 +82,7 @@ class Stretch:
 
     def __init__(self, layers: list[Layer]) -> None:
         self.layers = layers  # as the model lists them
-        self._order = run_order(layers)  # as they run
+        self.order = run_order(layers)  # as they run (profile_step.py names these)
         self._shapes: dict[tuple[Any, ...], tuple[int, Array]] = {}
         self._twins: dict[int, list[Layer]] = {}
         self._saved: dict[int, _Saved] = {}
@@ -94,7 +94,7 @@ class Stretch:
         key = (x.shape[1:], x.dtype.str, x.strides[1:])
         if key not in self._shapes:
             h, largest = x[:1], x[:1].nbytes
-            for layer in self._order:
+            for layer in self.order:
                 h = layer.forward(h)
                 largest = max(largest, h.nbytes)
             self._shapes[key] = (max(1, CHUNK_BYTES // largest), h)
@@ -107,7 +107,7 @@ class Stretch:
         self._twins, self._saved, self._x = {}, {}, (x if training else None)
 
         def part(images: slice) -> None:
-            twins = [_twin(layer) for layer in self._order]  # caches of their own, per thread
+            twins = [_twin(layer) for layer in self.order]  # caches of their own, per thread
             saved: _Saved = []
             with threads.single():
                 for c0 in range(images.start, images.stop, step):
@@ -153,7 +153,7 @@ class Stretch:
             return sums
 
         sums = threads.summed(len(x), part)
-        params = [p for layer in self._order for p in layer.params().values()]
+        params = [p for layer in self.order for p in layer.params().values()]
         for p, total in zip(params, sums, strict=True):
             p.grad[...] = total
         self._twins, self._saved = {}, {}
