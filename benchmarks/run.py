@@ -918,7 +918,7 @@ part timed inside real steps, before: commit 641b5dd, 74.8 ms per step on 1 thre
   image 5-8 us in or out of cache, a 2x2 max-pool 17-22 us): 1.5x PyTorch would leave them 17 ms
   on 1 thread and 12 ms on 2, a third of what they take.
 
-Later the same day (same machine; this section's step tables are from that later rerun, which
+Later the same day (same machine; a rerun of this section's step tables then
 found every step 5-9% slower than the figures above: the code of the earlier rerun, ddd360e, and
 the current code alternated at 69.4 / 69.9 and 70.0 / 69.2 ms for the small CNN on 1 thread):
 
@@ -964,7 +964,10 @@ the current code alternated at 69.4 / 69.9 and 70.0 / 69.2 ms for the small CNN 
   of 20 steps in one run: 80 -> 74 ms on 1 thread, 50 -> 46 ms on 2; inference of 10,000 images
   1.85 -> 1.69 s on 1 thread, 1.07 -> 1.02 s on 2. Against PyTorch (the small CNN's table, rerun
   after it, on a slower phase of the machine): 0.94x -> 1.01x on 1 thread, 0.80x -> 0.83x on 2.
-  The presets' networks already pool before their BatchNorm and ReLU.
+  The presets' networks already pool before their BatchNorm and ReLU. The step tables above
+  were rerun after this change, in a slower phase of the machine: the benchmark MLP's step, code
+  unchanged, took 1.81 ms there (1.72-1.82 in three runs just after) against 1.49 the day
+  before, and the `cnn` preset's 137 ms against 121; compare parts within one table.
 - Why the second thread adds less to fashionnet's step (1.51x) than to PyTorch's (1.84x): two
   threads doing independent work with nothing shared (the 32-to-64 convolution's backward of 40
   images, or a max-pool's backward, a copy of the layer per thread) ran 1.44-1.77x as fast as one
