@@ -167,41 +167,45 @@ def test_a_stretch_runs_chunks_of_images_as_the_layers_run_one_by_one(monkeypatc
         np.testing.assert_allclose(p.grad, grad, rtol=1e-10, atol=1e-12)
 
 
-def test_a_stretch_runs_a_relu_after_the_max_pool_it_feeds_with_the_same_results(monkeypatch):
-    """ReLU then max-pool runs as max-pool then ReLU (a quarter of the values): outputs, weight
-    and input gradients exactly as layer by layer, on integer values full of ties and of windows
-    with nothing positive, where the two orders could send a gradient elsewhere."""
+@pytest.mark.parametrize("pool", [{}, {"stride": 2, "padding": 1}, {"stride": 1, "padding": 1}])
+def test_a_stretch_runs_a_relu_after_the_max_pool_it_feeds_with_equal_results(monkeypatch, pool):
+    """ReLU then max-pool runs as max-pool then ReLU (a quarter of the values for 2x2 pooling):
+    outputs, weight and input gradients exactly as layer by layer, on integer values full of
+    ties and of windows with nothing positive, where the two orders could send a gradient
+    elsewhere; also for padded and overlapping 3x3 windows."""
     from fashionnet.model import stretch
 
     monkeypatch.setattr(stretch, "CHUNK_BYTES", 1)
     monkeypatch.setattr(threads, "MIN_PART", 1)
     rng = np.random.default_rng(5)
+    size = 2 if not pool else 3
     layers: list[Layer] = [
-        Conv2D(2, 3, 3, padding=1, rng=rng, dtype=np.float64), ReLU(), MaxPool2D(2),
-        Conv2D(3, 2, 3, padding=1, rng=rng, dtype=np.float64), ReLU(), MaxPool2D(2),
+        Conv2D(2, 3, 3, padding=1, rng=rng, dtype=np.float64), ReLU(), MaxPool2D(size, **pool),
+        Conv2D(3, 2, 3, padding=1, rng=rng, dtype=np.float64), ReLU(), MaxPool2D(size, **pool),
     ]  # fmt: skip
     for p in (p for layer in layers for p in layer.params().values()):
         p.data[...] = rng.integers(-2, 3, p.data.shape)  # small integers: sums exact, many ties
     order = [type(layer).__name__ for layer in stretch.run_order(layers)]
     assert order == ["Conv2D", "MaxPool2D", "ReLU"] * 2
     x = rng.integers(-2, 3, (6, 2, 8, 8)).astype(np.float64)
-    g = rng.integers(-3, 4, (6, 2, 2, 2)).astype(np.float64)
 
     h, inputs = x, []
     for layer in layers:
         inputs.append(h)
         h = layer.forward(h, training=True)
+    g = rng.integers(-3, 4, h.shape).astype(np.float64)
     expected, back = h, g
     for layer in reversed(layers):
         back = layer.backward(back)
     params = [p for layer in layers for p in layer.params().values()]
     grads = [p.grad.copy() for p in params]
-    n, c, hh, ww = inputs[1].shape  # what the first ReLU was given, in windows of 4 values
-    windows = inputs[1].reshape(n, c, hh // 2, 2, ww // 2, 2).transpose(0, 1, 2, 4, 3, 5)
-    windows = windows.reshape(n, c, hh // 2, ww // 2, 4)
-    top = windows.max(axis=-1)
+    top = MaxPool2D(size, **pool).forward(inputs[1])  # of what the first ReLU was given
     assert (top <= 0).sum() > 10  # windows with nothing positive
-    assert (((windows == top[..., None]).sum(axis=-1) > 1) & (top > 0)).sum() > 10  # ties
+    if not pool:  # 2x2 windows of 4 values
+        n, c, hh, ww = inputs[1].shape
+        windows = inputs[1].reshape(n, c, hh // 2, 2, ww // 2, 2).transpose(0, 1, 2, 4, 3, 5)
+        windows = windows.reshape(n, c, hh // 2, ww // 2, 4)
+        assert (((windows == top[..., None]).sum(axis=-1) > 1) & (top > 0)).sum() > 10  # ties
 
     run = stretch.Stretch(layers)
     with threads.region(2):
