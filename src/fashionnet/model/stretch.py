@@ -50,7 +50,7 @@ def stretches(layers: list[Layer]) -> list[tuple[int, int]]:
 
 
 def run_order(layers: list[Layer]) -> list[Layer]:
-    """The layers in the order a Stretch runs them: each ReLU that feeds a max-pool after it.
+    """The layers in the order a Stretch runs them: a ReLU that feeds a max-pool moves after it.
 
     ReLU is monotone, so relu(max(window)) == max(relu(window)) exactly. Backward, both orders send
     a window's gradient to its largest input when that is positive (ties go to the same first
@@ -59,7 +59,7 @@ def run_order(layers: list[Layer]) -> list[Layer]:
     """
     order = list(layers)
     for i in range(len(order) - 1):
-        if type(order[i]) is ReLU and isinstance(order[i + 1], MaxPool2D):
+        if type(order[i]) is ReLU and type(order[i + 1]) is MaxPool2D:  # not subclasses
             order[i], order[i + 1] = order[i + 1], order[i]
     return order
 
