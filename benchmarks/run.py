@@ -971,7 +971,15 @@ the current code alternated at 69.4 / 69.9 and 70.0 / 69.2 ms for the small CNN 
 - Why the second thread adds less to fashionnet's step (1.51x) than to PyTorch's (1.84x): two
   threads doing independent work with nothing shared (the 32-to-64 convolution's backward of 40
   images, or a max-pool's backward, a copy of the layer per thread) ran 1.44-1.77x as fast as one
-  on this machine (2 virtual cores), so the split itself is not what holds the step back."""
+  on this machine (2 virtual cores), so the split itself is not what holds the step back.
+- Looked at and left as they are: OpenBLAS's idle thread spins after a call on two threads (107
+  ms of CPU during a 200 ms sleep after one product; 1 ms with `OPENBLAS_THREAD_TIMEOUT=4`), but
+  it yields to the step's own threads: the small CNN's step on 2 threads took 48.7 / 52.3 ms as
+  it comes and 50.3 / 52.6 and 50.0 / 51.4 ms with the timeout at 4 and 10. The 32-to-64
+  convolution's products with the weight stored transposed, and the columns transposed: 114-124
+  GFLOP/s against 118-122 (five rounds each, one core). That convolution's backward for 40
+  images, by part: rebuilding the columns 1.0 ms, the weight gradient's product 2.9, the nine
+  column-gradient products 3.1, col2im 1.6."""
 
 
 if __name__ == "__main__":
