@@ -47,8 +47,10 @@ def _field(default: Any, help: str, *, lo: float | None = None, hi: float | None
 
 @dataclass(frozen=True)
 class RunConfig:
-    """The default preset, `mlp`: 784-256-128-10 with BatchNorm, mirrored images, label smoothing,
-    AdamW and cosine cycles restarting after epochs 4 and 12 (README: how it was chosen)."""
+    """Every setting of a run. The fields' defaults are the earlier default recipe (784-256-128-10
+    with BatchNorm, mirrored images, label smoothing, AdamW and cosine cycles restarting after
+    epochs 4 and 12), what config.json files written before the presets mean; each preset in
+    PRESETS below changes some of them (`mlp`, the default, is wider: docs/presets.md)."""
 
     preset: str = _field("mlp", "the preset these settings started from (recorded only)")
     # model
