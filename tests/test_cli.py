@@ -258,6 +258,30 @@ def test_a_dependency_missing_after_install_is_one_line(tmp_path, tiny_data, cap
     assert len(errors) == 1 and "matplotlib" in errors[0] and "reinstall fashionnet" in errors[0]
 
 
+@pytest.mark.parametrize(("command", "module", "extra"), [
+    (["export", "{run}", "{tmp}/m.onnx", "--format", "onnx"], "onnx", "onnx"),
+    (["serve", "{run}", "--port", "0"], "uvicorn", "serve"),
+    (["sweep", "--out", "{tmp}/sweep", "--trials", "1"], "optuna", "sweep"),
+])  # fmt: skip
+def test_an_optional_extra_not_installed_is_one_line_naming_it(
+    tmp_path, tiny_data, capsys, monkeypatch, command, module, extra
+):
+    """A base install (no extras) runs these commands to one line saying what to install."""
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(tiny_data), "--epochs", "1", "--hidden", "8", "--val-size",
+            "20", "--out", str(run), "--quiet", "--no-report"]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    for name in [m for m in sys.modules if m == module or m.startswith(module + ".")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, module, None)  # import MODULE now fails
+    before = set(tmp_path.iterdir())
+    assert main([a.format(run=run, tmp=tmp_path) for a in command]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and f"pip install 'fashionnet[{extra}]'" in errors[0], errors
+    assert set(tmp_path.iterdir()) == before  # nothing written
+
+
 def _subparsers():
     from fashionnet.cli import build_parser
 

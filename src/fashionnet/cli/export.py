@@ -41,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
                         input_scale=float(meta.get("input_scale", 1 / 255)),
                         facts=facts | {"fashionnet_version": __version__})  # fmt: skip
         except ImportError:
-            raise UsageError("--format onnx needs the onnx package: pip install onnx") from None
+            raise UsageError(
+                "--format onnx needs the onnx extra: pip install 'fashionnet[onnx]'"
+            ) from None
     else:
         export_safetensors(args.out, model, metadata=facts)
     print(f"wrote {args.out} ({args.format}, {unwrap(model).n_parameters():,} parameters)")
