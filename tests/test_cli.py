@@ -242,17 +242,22 @@ def test_version_and_bare_command(capsys):
     assert out.startswith("usage: fashionnet") and "train" in out and "predict" in out
 
 
-def test_a_dependency_missing_after_install_is_one_line(tmp_path, tiny_data, capsys, monkeypatch):
-    # matplotlib is a core dependency; if it is gone anyway (pip uninstall, --no-deps) the user
-    # is told which package and how to get it back, not shown a traceback
-    out = tmp_path / "run"
+def _run_without(module, out, tiny_data, capsys, monkeypatch):
+    """A tiny run trained into `out`, then `module` (and its submodules) made unimportable."""
     argv = ["train", "--data", str(tiny_data), "--epochs", "1", "--hidden", "8", "--val-size",
             "20", "--out", str(out), "--quiet", "--no-report"]  # fmt: skip
     assert main(argv) == 0
     capsys.readouterr()
-    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+    for name in [m for m in sys.modules if m == module or m.startswith(module + ".")]:
         monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
+    monkeypatch.setitem(sys.modules, module, None)  # import MODULE now fails
+
+
+def test_a_dependency_missing_after_install_is_one_line(tmp_path, tiny_data, capsys, monkeypatch):
+    # matplotlib is a core dependency; if it is gone anyway (pip uninstall, --no-deps) the user
+    # is told which package and how to get it back, not shown a traceback
+    out = tmp_path / "run"
+    _run_without("matplotlib", out, tiny_data, capsys, monkeypatch)
     assert main(["report", str(out), "--data", str(tiny_data)]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "warning:" not in line]
     assert len(errors) == 1 and "matplotlib" in errors[0] and "reinstall fashionnet" in errors[0]
@@ -268,13 +273,7 @@ def test_an_optional_extra_not_installed_is_one_line_naming_it(
 ):
     """A base install (no extras) runs these commands to one line saying what to install."""
     run = tmp_path / "run"
-    argv = ["train", "--data", str(tiny_data), "--epochs", "1", "--hidden", "8", "--val-size",
-            "20", "--out", str(run), "--quiet", "--no-report"]  # fmt: skip
-    assert main(argv) == 0
-    capsys.readouterr()
-    for name in [m for m in sys.modules if m == module or m.startswith(module + ".")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, module, None)  # import MODULE now fails
+    _run_without(module, run, tiny_data, capsys, monkeypatch)
     before = set(tmp_path.iterdir())
     assert main([a.format(run=run, tmp=tmp_path) for a in command]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
