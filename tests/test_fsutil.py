@@ -1,10 +1,17 @@
 """_fsutil: atomic file and folder writes, fashionnet's own temp names, the user cache folder."""
 
 import os
+import stat
 
 import pytest
 
-from fashionnet._fsutil import atomic_folder, atomic_write, stale_temp_files, user_cache
+from fashionnet._fsutil import (
+    NotARegularFile,
+    atomic_folder,
+    atomic_write,
+    stale_temp_files,
+    user_cache,
+)
 
 
 def test_atomic_write_gives_the_usual_file_mode(tmp_path):
@@ -25,6 +32,26 @@ def test_atomic_write_leaves_the_old_file_on_error(tmp_path):
         raise RuntimeError("disk full")
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link to /dev/zero", "folder"])
+def test_atomic_write_leaves_what_is_not_a_regular_file_in_place(kind, tmp_path):
+    path = tmp_path / "out.bin"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    else:  # the rename would replace the link; given /dev/zero itself, the device
+        path.symlink_to("/dev/zero")
+    with pytest.raises(NotARegularFile, match="not a regular file"), atomic_write(path) as f:
+        f.write(b"never written")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+    if kind == "fifo":
+        assert stat.S_ISFIFO(path.lstat().st_mode)
+    elif kind == "folder":
+        assert path.is_dir()
+    else:
+        assert path.is_symlink() and os.readlink(path) == "/dev/zero"
 
 
 def test_an_atomic_folder_appears_whole_or_not_at_all(tmp_path):

@@ -151,6 +151,18 @@ for _kind in ("fifo", "dev-zero"):
         path = special(s.root / "photo.png", kind)
         return Case(["predict", str(s.model), str(path)], named=str(path))
 
+    # an output that is there and is not a file: the atomic rename would have put a file in
+    # its place (as root, passing /dev/null replaced the system's /dev/null)
+    @case("special file", f"{_kind} as the file export writes")
+    def _(s: Setup, kind: str = _kind) -> Case:
+        path = special(s.root / "weights.safetensors", kind)
+        return Case(["export", str(s.model), str(path), "--format", "safetensors"], named=str(path))
+
+    @case("special file", f"{_kind} as the picture data show writes")
+    def _(s: Setup, kind: str = _kind) -> Case:
+        path = special(s.root / "grid.png", kind)
+        return Case(["data", "show", str(s.data), "--out", str(path)], named=str(path))
+
     @case("special file", f"{_kind} as history.jsonl")
     def _(s: Setup, kind: str = _kind) -> Case:
         run = s.root / "run"

@@ -48,9 +48,12 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
 
     Readers see the old complete file or the new complete one, never a partial one; on error
     the temp file is removed and `path` is untouched. The file gets the usual mode (0666 less
-    the umask), not mkstemp's 0600.
+    the umask), not mkstemp's 0600. A `path` that is there and is not a regular file (a device,
+    a FIFO, a folder) is refused, before and again just before the rename: the rename would put
+    a file in its place, and as root that replaces /dev/null for every program on the machine.
     """
     path = Path(path)
+    _refuse_non_regular(path)
     fd, tmp = _mkstemp(path)
     try:
         os.chmod(tmp, 0o666 & ~current_umask())
@@ -58,11 +61,29 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        _refuse_non_regular(path)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_folder(path.parent)
+
+
+def _refuse_non_regular(path: Path) -> None:
+    """NotARegularFile when `path` (its links followed) is there and is not a regular file."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:  # nothing there, or a dangling link: the rename makes the file
+        return
+    if not stat.S_ISREG(mode):
+        raise NotARegularFile(errno.EINVAL, f"is {_kind(mode)}, not a regular file", str(path))
+
+
+def _kind(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    kinds = {stat.S_ISDIR: "a folder", stat.S_ISFIFO: "a FIFO", stat.S_ISCHR: "a device",
+             stat.S_ISBLK: "a device"}  # fmt: skip
+    return next((k for test, k in kinds.items() if test(mode)), "a socket")
 
 
 def _mkstemp(path: Path) -> tuple[int, str]:
@@ -108,10 +129,9 @@ def open_regular(path: str | os.PathLike[str]) -> IO[bytes]:
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            kinds = {stat.S_ISDIR: "a folder", stat.S_ISFIFO: "a FIFO", stat.S_ISCHR: "a device",
-                     stat.S_ISBLK: "a device"}  # fmt: skip
-            kind = next((k for test, k in kinds.items() if test(mode)), "a socket")
-            raise NotARegularFile(errno.EINVAL, f"is {kind}, not a regular file", os.fspath(path))
+            raise NotARegularFile(
+                errno.EINVAL, f"is {_kind(mode)}, not a regular file", os.fspath(path)
+            )
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
