@@ -162,6 +162,22 @@ def test_a_damaged_history_is_one_line_naming_the_file(damage, tmp_path, data_di
     assert err.count("\n") == 1 and f"{run / 'history.jsonl'}: line 1" in err
 
 
+def test_a_run_folder_from_elsewhere_cannot_write_through_its_links(tmp_path, data_dir, capsys):
+    """A shared run folder whose report/ holds links named as the report's files: the report
+    replaces the links and leaves the files they point at alone."""
+    run, mine = tmp_path / "run", tmp_path / "bashrc"
+    assert main(train_args(data_dir, run)) == 0
+    mine.write_text("the user's own file\n")
+    (run / "report").mkdir()
+    for name in ("report.html", "report.md", "learning_curves.png"):
+        (run / "report" / name).symlink_to(mine)
+    assert main(["report", str(run), "--data", str(data_dir)]) == 0, capsys.readouterr().err
+    assert mine.read_text() == "the user's own file\n"
+    for name in ("report.html", "report.md", "learning_curves.png"):
+        path = run / "report" / name
+        assert not path.is_symlink() and path.stat().st_size > 100
+
+
 def test_bad_usage_is_two_lines_at_most(capsys):
     for argv in (["train", "--bogus"], ["train", "--lr", "x"], ["frobnicate"], ["data"]):
         with pytest.raises(SystemExit) as info:

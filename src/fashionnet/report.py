@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ._fsutil import open_regular
+from ._fsutil import atomic_write, open_regular
 from ._version import __version__
 from .card import architecture
 from .config import ConfigError, RunConfig
@@ -219,7 +219,7 @@ def _write_markdown(out: Path, page: Page) -> None:
         md += ["", f"## {title}", "", page.captions[title], "", f"![{title}]({path.name})"]
     md += ["", "## Configuration", "", "```json", page.config, "```", "",
            "The model card: [MODEL_CARD.md](../MODEL_CARD.md)", ""]  # fmt: skip
-    (out / "report.md").write_text("\n".join(md))
+    _write(out / "report.md", "\n".join(md))
 
 
 STYLE = (
@@ -268,4 +268,11 @@ def _write_html(out: Path, page: Page) -> None:
         f"<title>fashionnet report {e(page.name)}</title><style>{STYLE}</style>{LOADED_SCRIPT}"
         "</head><body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
-    (out / "report.html").write_text(text)
+    _write(out / "report.html", text)
+
+
+def _write(path: Path, text: str) -> None:
+    """Atomically, as every file of a run: a run folder from elsewhere may hold a link named
+    report.html to a file of the user's, which a plain write would overwrite through the link."""
+    with atomic_write(path) as f:
+        f.write(text.encode())
