@@ -148,6 +148,18 @@ def test_folder_without_data_says_what_it_expected(tmp_path):
         load_fashion_mnist(tmp_path)
 
 
+def test_a_single_file_says_how_its_test_file_is_found(tmp_path, rng):
+    images, labels = rng.integers(0, 256, (4, 28, 28)), np.arange(4)
+    write_csv(tmp_path / "fashion.csv", images, labels)
+    with pytest.raises(DataError, match=r"name must hold 'train'.*or pass their folder"):
+        load_fashion_mnist(tmp_path / "fashion.csv")
+    write_csv(tmp_path / "my_train.csv", images, labels)
+    with pytest.raises(DataError, match=r"no test file beside it \(expected my_test.csv\)"):
+        load_fashion_mnist(tmp_path / "my_train.csv")
+    write_csv(tmp_path / "my_test.csv", images, labels)
+    assert len(load_fashion_mnist(tmp_path / "my_train.csv").test) == 4
+
+
 def test_to_float_scales_to_unit_interval():
     x = to_float(np.array([[[0, 255], [51, 102]]], dtype=np.uint8))
     assert x.dtype == np.float32 and x.shape == (1, 4)

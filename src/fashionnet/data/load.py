@@ -176,7 +176,12 @@ def load_fashion_mnist(path: str | os.PathLike[str] | None = None) -> Dataset:
         test = load_split(where, "test", n_classes, notes)
     else:
         test_file = where.with_name(where.name.replace("train", "test"))
-        if test_file == where or not test_file.is_file():
+        if test_file == where:  # found by its name: "expected x.csv" would name the file itself
+            raise DataError(
+                f"{where}: a training file's name must hold 'train' (its test file is named with "
+                "'test' in its place), or pass their folder"
+            )
+        if not test_file.is_file():
             raise DataError(f"{where}: no test file beside it (expected {test_file.name})")
         train, test = read_file(where, n_classes), read_file(test_file, n_classes)
     if names is None:
