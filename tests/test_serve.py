@@ -4,6 +4,7 @@ batcher, and the command as a process (a bad model, SIGTERM, several workers).""
 import asyncio
 import json
 import signal
+import socket
 
 import numpy as np
 import pytest
@@ -187,6 +188,23 @@ def test_a_model_that_does_not_load_stops_serve_with_one_line(tmp_path, capsys):
     assert main(["serve", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "model.npz" in err
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_or_a_host_not_found_is_one_line(run_dir, workers, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        assert main(["serve", str(run_dir), "--port", port, "--workers", workers]) == 2
+    err = capsys.readouterr().err
+    assert err == f"fashionnet: error: --host 127.0.0.1 --port {port}: Address already in use\n"
+    # TEST-NET-1 (RFC 5737): an address no machine of ours holds, refused without a DNS query
+    assert main(["serve", str(run_dir), "--host", "192.0.2.1", "--workers", workers]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == "fashionnet: error: --host 192.0.2.1 --port 8000: Cannot assign requested address\n"
+    )
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +47,19 @@ def _server_class() -> Any:
 
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+
+def _check_address(host: str, port: int) -> None:
+    """Bind host:port as uvicorn will (SO_REUSEADDR), then let it go: a port in use or a host
+    that is not this machine's is one line and exit 2 here, rather than uvicorn's startup log
+    and its exit 3."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as e:  # socket.gaierror included: a name that does not resolve
+        raise UsageError(f"--host {host} --port {port}: {e.strerror or e}") from None
 
 
 def add_parser(sub: Any) -> None:
@@ -90,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-wait-ms {args.max_wait_ms:g}: expected 0 or more")
     path = model_path(args.model)
     loaded = open_model(path)  # a model that fails to load stops here: one line, exit 2
+    _check_address(args.host, args.port)
     settings = {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms,
                 "max_upload_mb": args.max_upload_mb, "blas_threads": args.threads}  # fmt: skip
     common: dict[str, Any] = {"host": args.host, "port": args.port, "access_log": args.access_log,
