@@ -2,6 +2,7 @@
 continuing a study, a kill -9 in the middle of a trial, and a real Dask cluster on 127.0.0.1 that
 loses a worker during a trial. Small learnable data keeps every trial under a second or two."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -107,6 +108,58 @@ def test_bad_specs_exit_2_in_one_line_before_any_trial(tmp_path, argv, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error" in err
     assert not (out / "trials").exists() or not any((out / "trials").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("storage", "message"),
+    [
+        ("not a url", "not a url: Could not parse SQLAlchemy URL"),
+        ("postgresql://bob:secret@db.example/optuna",  # no driver here, and no password shown
+         "postgresql://bob:***@db.example/optuna: its database driver is not installed"),
+        ("sqlite:///{tmp}/text.db", "sqlite:///{tmp}/text.db: file is not a database"),
+        ("sqlite:///{tmp}/no/such/folder.db", "unable to open database file"),
+    ],
+)  # fmt: skip
+def test_a_storage_that_does_not_open_is_one_line_and_leaves_nothing(storage, message, tmp_path,
+                                                                     capsys):  # fmt: skip
+    if storage.startswith("postgresql") and importlib.util.find_spec("psycopg2"):
+        pytest.skip("a PostgreSQL driver is installed: the URL would be tried")
+    (tmp_path / "text.db").write_text("not a database\n")
+    storage, message = (v.replace("{tmp}", str(tmp_path)) for v in (storage, message))
+    for argv in (["--out", str(tmp_path / "sweep")], ["--status", str(tmp_path)]):
+        assert main(["sweep", *argv, "--storage", storage]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err and "secret" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["text.db"]
+
+
+def test_a_damaged_or_foreign_study_db_is_one_line(tmp_path, capsys):
+    damaged, foreign = tmp_path / "damaged", tmp_path / "foreign"
+    damaged.mkdir()
+    (damaged / "study.db").write_text("not a database\n")
+    foreign.mkdir()
+    optuna.storages.RDBStorage(f"sqlite:///{foreign / 'study.db'}")  # a database, no study
+    for argv in (["--out", str(damaged), "--trials", "1"], [str(damaged), "--status"]):
+        assert main(["sweep", *argv]) == 2
+        assert capsys.readouterr().err.endswith("study.db: file is not a database\n")
+    assert sorted(p.name for p in damaged.iterdir()) == ["study.db"]
+    assert main(["sweep", str(foreign), "--status"]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"fashionnet: error: {foreign}: its storage holds no fashionnet sweep\n"
+    )
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link to /dev/zero"])
+def test_a_spec_that_is_not_a_file_is_refused_without_reading(kind, tmp_path, capsys):
+    spec = tmp_path / "spec.toml"
+    if kind == "fifo":
+        os.mkfifo(spec)  # no writer: reading it would wait forever
+    else:
+        spec.symlink_to("/dev/zero")  # reading it would never end
+    assert main(["sweep", "--out", str(tmp_path / "sweep"), "--spec", str(spec)]) == 2
+    assert "not a regular file" in capsys.readouterr().err
+    assert not (tmp_path / "sweep").exists()
 
 
 def test_two_local_workers_then_the_same_command_continues(tmp_path, data, capsys):

@@ -112,7 +112,15 @@ def _run(args: argparse.Namespace) -> int:
     from .._fsutil import FolderLocked, lock_folder
     from ..config import ConfigError
     from ..sweep.output import finish
-    from ..sweep.runner import Table, connect, open_study, recover, run_dask, run_local
+    from ..sweep.runner import (
+        Table,
+        connect,
+        open_study,
+        recover,
+        run_dask,
+        run_local,
+        storage_of,
+    )
     from ..sweep.trial import Sweep, config_of
 
     if args.out is None:
@@ -126,6 +134,8 @@ def _run(args: argparse.Namespace) -> int:
         config_of(sweep, {})  # the fixed settings, checked before anything starts
     except ConfigError as e:
         raise UsageError(f"{e.name} {e.message}") from None
+    if args.storage or (folder / "study.db").exists():  # checked before anything is made
+        storage_of(sweep.storage)
     client = connect(args.dask) if args.dask else None  # an unreachable scheduler: exit 2 here
     (folder / "trials").mkdir(parents=True, exist_ok=True)
     try:
@@ -160,12 +170,17 @@ def _run(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     import optuna
 
+    from ..sweep.runner import storage_of
+
     folder = args.dir or args.out
     if folder is None or (not (folder / "study.db").exists() and not args.storage):
         raise UsageError(f"{folder}: no study.db here, not a fashionnet sweep folder")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = args.storage or f"sqlite:///{folder.resolve() / 'study.db'}"
-    study = optuna.load_study(study_name="fashionnet", storage=storage)
+    storage = storage_of(args.storage or f"sqlite:///{folder.resolve() / 'study.db'}")
+    try:
+        study = optuna.load_study(study_name="fashionnet", storage=storage)
+    except KeyError:  # a database, without a sweep's study in it
+        raise UsageError(f"{folder}: its storage holds no fashionnet sweep") from None
     trials = study.get_trials(deepcopy=False)
     counts: dict[str, int] = {}
     for t in trials:

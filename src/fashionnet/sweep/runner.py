@@ -26,11 +26,31 @@ FINISHED = ("COMPLETE", "PRUNED")
 
 def storage_of(url: str) -> Any:
     """Optuna's RDB storage; SQLite waits for its lock instead of failing at once, since every
-    worker writes to the same file."""
+    worker writes to the same file. SpecError, naming the URL without its password, when it
+    cannot be opened: a URL that does not parse, a driver not installed, a file that is not a
+    database, a server that does not answer."""
     import optuna
+    import sqlalchemy.exc
 
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except ImportError:  # optuna's own message names no driver
+        reason = "its database driver is not installed (PostgreSQL: psycopg2, MySQL: PyMySQL)"
+    except sqlalchemy.exc.SQLAlchemyError as e:  # the driver's own error, without the links
+        reason = str(getattr(e, "orig", None) or e).splitlines()[0]
+    raise SpecError(f"{_masked(url)}: {reason}")
+
+
+def _masked(url: str) -> str:
+    """A storage URL as it may be printed: its password masked."""
+    import sqlalchemy.engine
+    import sqlalchemy.exc
+
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:  # does not parse: nothing in it is known to be secret
+        return url
 
 
 def open_study(sweep: Sweep) -> Any:

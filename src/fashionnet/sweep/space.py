@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._fsutil import open_regular
 from ..config import (
     FIELD_TYPES,
     ConfigError,
@@ -32,6 +33,7 @@ from ..config import (
 )
 
 KINDS = ("float", "logfloat", "int", "choice")
+MAX_SPEC_BYTES = 1 << 20  # a spec is a few hundred bytes; a link to /dev/zero never ends
 NOT_SWEPT = {"preset", "data", "limit", "checkpoint_every"}  # the run's frame, not its recipe
 SPEC_KEYS = {"preset", "trials", "metric", "prune", "seed", "workers", "timeout", "params",
              "set"}  # fmt: skip
@@ -122,7 +124,11 @@ def _range(name: str, kind: str, bounds: str, text: str) -> Param:
 def load_spec(path: Path) -> dict[str, Any]:
     """A TOML sweep spec: its keys as the command's flags would give them, params parsed."""
     try:
-        spec = tomllib.loads(path.read_text())
+        with open_regular(path) as f:  # not a FIFO's open() that waits for a writer
+            raw = f.read(MAX_SPEC_BYTES + 1)
+        if len(raw) > MAX_SPEC_BYTES:
+            raise SpecError(f"{path}: over {MAX_SPEC_BYTES:,} bytes, not a sweep spec")
+        spec = tomllib.loads(raw.decode())
     except OSError as e:
         raise SpecError(f"{path}: cannot read ({e.strerror or e})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
