@@ -49,15 +49,21 @@ def _server_class() -> Any:
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 
 
-def _check_address(host: str, port: int) -> None:
-    """Bind host:port as uvicorn will (SO_REUSEADDR), then let it go: a port in use or a host
-    that is not this machine's is one line and exit 2 here, rather than uvicorn's startup log
-    and its exit 3."""
+def _check_address(host: str, port: int, workers: int) -> None:
+    """Bind host:port as uvicorn will, with SO_REUSEADDR, then let it go: a port in use or a host
+    that is not this machine's is one line and exit 2 here, rather than uvicorn's startup log and
+    its exit 3. One worker listens on every address the name resolves to (asyncio's
+    create_server); several share one socket, IPv6 for an address with a colon, else IPv4."""
+    family = socket.AF_UNSPEC if workers == 1 else (
+        socket.AF_INET6 if ":" in host else socket.AF_INET)  # fmt: skip
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        with socket.socket(family, kind, proto) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(address)
+        found = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+        for af, kind, proto, _, address in found if workers == 1 else found[:1]:
+            with socket.socket(af, kind, proto) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if af == socket.AF_INET6:  # as asyncio: the IPv4 address gets its own socket
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(address)
     except OSError as e:  # socket.gaierror included: a name that does not resolve
         raise UsageError(f"--host {host} --port {port}: {e.strerror or e}") from None
 
@@ -104,12 +110,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-wait-ms {args.max_wait_ms:g}: expected 0 or more")
     path = model_path(args.model)
     loaded = open_model(path)  # a model that fails to load stops here: one line, exit 2
-    _check_address(args.host, args.port)
+    _check_address(args.host, args.port, args.workers)
     settings = {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms,
                 "max_upload_mb": args.max_upload_mb, "blas_threads": args.threads}  # fmt: skip
     common: dict[str, Any] = {"host": args.host, "port": args.port, "access_log": args.access_log,
                               "log_level": "info", "timeout_keep_alive": 5}  # fmt: skip
-    where = f"http://{args.host}:{args.port}/"
+    where = f"http://[{args.host}]:{args.port}/" if ":" in args.host else (
+        f"http://{args.host}:{args.port}/")  # fmt: skip
     print(f"fashionnet serve: {path} ({len(loaded.class_names)} classes) on {where} "
           "(Ctrl-C stops)", file=sys.stderr, flush=True)  # fmt: skip
     if args.workers == 1:
