@@ -1,7 +1,9 @@
 """`fashionnet data download` against a server on 127.0.0.1 (never a real host): the Debian
 files, a truncated one, a corrupted one, and a connection that drops half-way, then resumes."""
 
+import os
 import shutil
+import stat
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -121,3 +123,25 @@ def test_an_interrupted_download_resumes(server, tmp_path, capsys):
 def test_no_server_is_one_line(tmp_path, capsys):
     assert download("http://127.0.0.1:9/", tmp_path / "cache") == 2  # port 9: nothing listens
     assert capsys.readouterr().err.count("\n") == 1
+    assert list((tmp_path / "cache").iterdir()) == []  # no empty .part left
+
+
+@pytest.mark.parametrize(
+    ("where", "kind"),
+    [(".part", "fifo"), (".part", "link to a file of the user's"), ("", "fifo")],
+)
+def test_a_special_file_in_the_way_is_one_line_and_left_alone(where, kind, tmp_path, capsys):
+    dest, mine = tmp_path / "shared", tmp_path / "notes.txt"
+    dest.mkdir()
+    mine.write_text("mine\n")
+    path = dest / ("train-images-idx3-ubyte.gz" + where)
+    if kind == "fifo":
+        os.mkfifo(path)  # no reader or writer: open() or a read would wait forever
+    else:
+        path.symlink_to(mine)  # open(..., "wb") would have emptied it
+    assert download("http://127.0.0.1:9/", dest) == 2  # refused before any connection
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err
+    assert mine.read_text() == "mine\n"
+    assert [p.name for p in dest.iterdir()] == [path.name]
+    assert stat.S_ISFIFO(path.lstat().st_mode) if kind == "fifo" else path.is_symlink()

@@ -10,14 +10,16 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import stat
 import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Callable
 from http.client import HTTPException
 from pathlib import Path
+from typing import IO
 
-from .._fsutil import user_cache
+from .._fsutil import open_regular, user_cache
 from .formats import DataError
 from .integrity import GZ_MD5, IDX_MD5
 
@@ -33,7 +35,7 @@ def default_dir() -> Path:
 def _content_ok(path: Path, name: str) -> bool:
     """`path` decompresses and its IDX content has the official MD5 of file `name`."""
     try:
-        with gzip.open(path, "rb") as f:
+        with open_regular(path) as raw, gzip.open(raw, "rb") as f:
             digest = hashlib.md5()
             while chunk := f.read(CHUNK):
                 digest.update(chunk)
@@ -42,9 +44,35 @@ def _content_ok(path: Path, name: str) -> bool:
     return digest.hexdigest() == IDX_MD5[name.removesuffix(".gz")]
 
 
+def _open_part(part: Path) -> IO[bytes]:
+    """`part` for writing, created when missing, its content kept for a resume. Not through a
+    link (a .part in a shared folder could point at a file of the user's) and never a FIFO or
+    device: open() would truncate the file behind the link or wait for a FIFO's reader."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(part, flags, 0o666)
+    except OSError as e:  # ELOOP: a link; ENXIO: a FIFO with no reader
+        raise DataError(f"{part}: cannot write the download there ({e.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DataError(f"{part}: not a regular file; remove it and run again")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "wb")
+
+
 def _fetch(url: str, part: Path, timeout: float) -> None:
     """Append the rest of `url` to `part`, resuming from its current size when it has one."""
-    offset = part.stat().st_size if part.exists() else 0
+    with _open_part(part) as f:
+        offset = os.fstat(f.fileno()).st_size
+        try:
+            _fetch_into(f, url, offset, timeout)
+        except BaseException:
+            if os.fstat(f.fileno()).st_size == 0:  # nothing came: leave no empty .part behind
+                part.unlink(missing_ok=True)
+            raise
+
+
+def _fetch_into(f: IO[bytes], url: str, offset: int, timeout: float) -> None:
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     try:
         with urllib.request.urlopen(
@@ -53,13 +81,14 @@ def _fetch(url: str, part: Path, timeout: float) -> None:
             if offset and r.status != 206:  # the server ignored the range: start again
                 offset = 0
             expected = r.headers.get("Content-Length")
-            with open(part, "ab" if offset else "wb") as f:
-                received = 0
-                while chunk := r.read(CHUNK):
-                    f.write(chunk)
-                    received += len(chunk)
-                f.flush()
-                os.fsync(f.fileno())
+            f.truncate(offset)
+            f.seek(offset)
+            received = 0
+            while chunk := r.read(CHUNK):
+                f.write(chunk)
+                received += len(chunk)
+            f.flush()
+            os.fsync(f.fileno())
             if expected is not None and received != int(expected):
                 raise DataError(
                     f"{url}: connection ended after {received} of {expected} bytes; "
@@ -85,6 +114,8 @@ def download(
     dest.mkdir(parents=True, exist_ok=True)
     for name in GZ_MD5:
         target, part = dest / name, dest / (name + ".part")
+        if os.path.lexists(target) and not target.is_file():  # the rename would replace it
+            raise DataError(f"{target}: not a regular file; remove it and run again")
         if target.exists() and _content_ok(target, name):
             log(f"{target}: already here, content checked")
             continue
