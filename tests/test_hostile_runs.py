@@ -5,6 +5,7 @@ code, nothing left behind."""
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -176,6 +177,16 @@ def test_a_run_folder_from_elsewhere_cannot_write_through_its_links(tmp_path, da
     for name in ("report.html", "report.md", "learning_curves.png"):
         path = run / "report" / name
         assert not path.is_symlink() and path.stat().st_size > 100
+    elsewhere = tmp_path / "elsewhere"  # report/ itself a link: nothing is written through it
+    elsewhere.mkdir()
+    shutil.rmtree(run / "report")
+    (run / "report").symlink_to(elsewhere)
+    capsys.readouterr()
+    assert main(["report", str(run), "--data", str(data_dir)]) == 2
+    assert capsys.readouterr().err == (
+        f"fashionnet: error: {run / 'report'}: a link, not the run's own folder; remove it\n"
+    )
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_bad_usage_is_two_lines_at_most(capsys):

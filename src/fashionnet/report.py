@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import errno
 import html
 import json
 from dataclasses import dataclass
@@ -135,6 +136,8 @@ def write_report(
     history_file = run_dir / "history.jsonl"  # read first: a damaged one leaves no folder
     history = _read_history(history_file) if history_file.exists() else []
     out = run_dir / "report"
+    if out.is_symlink():  # a shared run folder's report/ could lead anywhere: files go in there
+        raise OSError(errno.EINVAL, "a link, not the run's own folder; remove it", str(out))
     out.mkdir(exist_ok=True)
     names = list(meta.get("class_names", [str(i) for i in range(probs.shape[1])]))
     shape = (images.shape[1], images.shape[2])
