@@ -150,6 +150,13 @@ def test_a_damaged_or_foreign_study_db_is_one_line(tmp_path, capsys):
     )
 
 
+def test_status_does_not_wait_on_a_summary_that_is_a_fifo(tmp_path, capsys):
+    optuna.create_study(study_name="fashionnet", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    os.mkfifo(tmp_path / "summary.json")  # no writer: reading it would wait forever
+    assert main(["sweep", str(tmp_path), "--status"]) == 0
+    assert capsys.readouterr().out.startswith(f"{tmp_path}: 0 trials")
+
+
 @pytest.mark.parametrize("kind", ["fifo", "link to /dev/zero"])
 def test_a_spec_that_is_not_a_file_is_refused_without_reading(kind, tmp_path, capsys):
     spec = tmp_path / "spec.toml"

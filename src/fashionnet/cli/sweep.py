@@ -188,6 +188,6 @@ def _status(args: argparse.Namespace) -> int:
     print(f"{folder}: {len(trials)} trials ({', '.join(f'{n} {k}' for k, n in counts.items())})")
     print(json.dumps(study.user_attrs.get("sweep", {})))
     summary = folder / "summary.json"
-    if summary.exists():
+    if summary.is_file():  # not a FIFO, whose read would wait for a writer
         print(summary.read_text().strip())
     return 0
