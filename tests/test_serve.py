@@ -3,6 +3,7 @@ batcher, and the command as a process (a bad model, SIGTERM, several workers).""
 
 import asyncio
 import json
+import os
 import signal
 import socket
 
@@ -19,6 +20,7 @@ from fashionnet.cli import main
 from fashionnet.data import CLASS_NAMES
 from fashionnet.model import mlp
 from fashionnet.serve import create_app
+from fashionnet.serve.app import MAX_CARD_BYTES
 from fashionnet.serve.batcher import Batcher
 
 
@@ -181,6 +183,25 @@ def test_the_batcher_gathers_concurrent_requests_into_one_pass():
     seen.clear()
     asyncio.run(scenario(1))  # batching off: a pass per request
     assert seen == [1, 2, 1, 2, 1, 2, 1, 2]
+
+
+@pytest.mark.parametrize("card", ["link to a secret", "fifo", "too large"])
+def test_only_the_run_folders_own_card_is_served(card, run_dir, tmp_path):
+    folder = tmp_path / "shared-run"
+    folder.mkdir()
+    (folder / "model.npz").symlink_to(run_dir / "model.npz")
+    secret = tmp_path / "secret"
+    secret.write_text("root:$6$hash\n")
+    if card == "link to a secret":  # the server would hand the file to every client
+        (folder / "MODEL_CARD.md").symlink_to(secret)
+    elif card == "fifo":  # its read would wait forever
+        os.mkfifo(folder / "MODEL_CARD.md")
+    else:
+        (folder / "MODEL_CARD.md").write_bytes(b"#" * (MAX_CARD_BYTES + 1))
+    with TestClient(create_app(folder)) as c:
+        r = c.get("/v1/model/card")
+        assert r.status_code == 404 and "hash" not in r.text
+        assert c.post("/v1/predict/pixels", json={"pixels": [[0] * 784]}).status_code == 200
 
 
 def test_a_model_that_does_not_load_stops_serve_with_one_line(tmp_path, capsys):

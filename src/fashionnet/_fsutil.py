@@ -121,11 +121,13 @@ class NotARegularFile(OSError):
     """A FIFO, device, socket or folder where a file was expected."""
 
 
-def open_regular(path: str | os.PathLike[str]) -> IO[bytes]:
+def open_regular(path: str | os.PathLike[str], *, follow_links: bool = True) -> IO[bytes]:
     """Open a regular file for reading. Anything else is refused before a byte is read and
     without waiting: a FIFO would block until a writer came, a link to /dev/zero would never
-    end. The check is on the opened file itself (fstat), so nothing can swap the path between."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    end. The check is on the opened file itself (fstat), so nothing can swap the path between.
+    `follow_links=False` refuses a link too (OSError ELOOP)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_links else os.O_NOFOLLOW)
+    fd = os.open(path, flags)
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):

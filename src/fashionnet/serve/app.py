@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
+from .._fsutil import open_regular
 from .._version import __version__
 from ..classify import LoadedModel, open_model, top_classes
 from ..data import DataError, to_float
@@ -33,6 +34,7 @@ from .limits import BodyLimit, status_of
 from .metrics import Metrics, MetricsMiddleware
 from .page import PAGE
 
+MAX_CARD_BYTES = 1 << 20  # a model card is a few kilobytes
 INLINE_BYTES = 64 << 10  # a picture this small is decoded on the event loop; larger, on a thread
 IMAGE_TYPES = ("image/", "application/octet-stream")
 
@@ -49,6 +51,18 @@ def _model_id(path: Path | None) -> str:
         return "in-memory"
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
     return f"{path.parent.name if path.name == 'model.npz' else path.stem}@{digest}"
+
+
+def _read_card(path: Path) -> str | None:
+    """The model card beside the model, read once at startup: a regular file of at most
+    MAX_CARD_BYTES and not a link, since a run folder from elsewhere could link MODEL_CARD.md to
+    any file the server may read and /v1/model/card would hand it to every client."""
+    try:
+        with open_regular(path, follow_links=False) as f:
+            raw = f.read(MAX_CARD_BYTES + 1)
+    except OSError:  # none, a link, a FIFO or a folder: the model has no card to show
+        return None
+    return raw.decode(errors="replace") if len(raw) <= MAX_CARD_BYTES else None
 
 
 def create_app(
@@ -73,7 +87,7 @@ def create_app(
     loaded = open_model(source if path is None else path)
     shape, names = loaded.image_shape, loaded.class_names
     model_id = _model_id(path)
-    card_file = path.parent / "MODEL_CARD.md" if path is not None else None
+    card = _read_card(path.parent / "MODEL_CARD.md") if path is not None else None
     metrics = Metrics()
     batcher = Batcher(lambda images: loaded.model.predict_proba(to_float(images)),
                       max_batch=max_batch, max_wait=max_wait_ms / 1000)  # fmt: skip
@@ -201,9 +215,9 @@ def create_app(
 
     @app.get("/v1/model/card", response_class=PlainTextResponse, summary="MODEL_CARD.md")
     async def model_card() -> PlainTextResponse:
-        if card_file is None or not card_file.is_file():
+        if card is None:
             raise HTTPException(404, "this model has no MODEL_CARD.md (it is not in a run folder)")
-        return PlainTextResponse(card_file.read_text(), media_type="text/markdown")
+        return PlainTextResponse(card, media_type="text/markdown")
 
     @app.get("/healthz", summary="the process is up")
     async def healthz() -> dict[str, str]:
