@@ -106,9 +106,10 @@ def test_serve_load_benchmark_smoke_run(tmp_path, real_data):
         save_checkpoint(tmp_path / name / "model.npz", model, metadata=meta)
     out = tmp_path / "serve.json"
     script = ROOT / "benchmarks" / "serve_load.py"
-    subprocess.run([sys.executable, str(script), str(tmp_path / "mlp"), str(tmp_path / "cnn-small"),
-                    "--requests", "400", "--rounds", "1", "--out", str(out)],
-                   check=True, capture_output=True)  # fmt: skip
+    run = subprocess.run([sys.executable, str(script), str(tmp_path / "mlp"),
+                          str(tmp_path / "cnn-small"), "--requests", "400", "--rounds", "1",
+                          "--out", str(out)], capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 0, f"{run.stderr[-4000:]}\n{run.stdout[-2000:]}"  # what went wrong
     result = json.loads(out.read_text())
     mixed = result["mixed"]
     assert mixed["any_5xx"] == 0 and mixed["malformed_4xx"] == mixed["malformed"] > 0
