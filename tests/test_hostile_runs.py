@@ -142,6 +142,18 @@ def test_class_names_with_terminal_escapes_are_printed_escaped(tmp_path, capsys)
     assert "\x1b" not in out and "\x07" not in out and r"\x1b]0;pwned\x07\x1b[2J" in out
 
 
+def test_a_file_named_with_terminal_escapes_is_named_escaped_in_an_error(tmp_path, capsys):
+    model = tmp_path / "m.npz"
+    save_checkpoint(model, mlp(784, [8], 10, rng=np.random.default_rng(0)))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "cut\x1b]0;pwned\x07\x1b[2J.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # truncated
+    assert main(["predict", str(model), str(photos)]) == 2
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err and r"cut\x1b]0;pwned\x07\x1b[2J.png" in err
+    assert err.count("\n") == 1
+
+
 def test_a_diverging_run_is_one_line_without_numpy_warnings(tmp_path, data_dir):
     args = [*train_args(data_dir, tmp_path / "run"), "--optimizer", "sgd", "--lr", "10",
             "--momentum", "0.99", "--no-batch-norm", "--hidden", "512,512",

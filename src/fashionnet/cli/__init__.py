@@ -19,7 +19,7 @@ from ..checkpoint import CheckpointError
 from ..data import DataError
 from ..train import TrainingDiverged
 from . import data, evaluate, export, predict, report, serve, summary, sweep, train
-from ._common import UsageError
+from ._common import UsageError, shown
 
 COMMANDS = {m.__name__.rsplit(".", 1)[1]: m for m in (train, evaluate, predict, report, summary,
                                                         export, serve, sweep, data)}  # fmt: skip
@@ -82,17 +82,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     except (UsageError, DataError, CheckpointError, ValueError) as e:
-        print(f"fashionnet: error: {e}", file=sys.stderr)
+        _error(str(e))
         return 2
     except BrokenPipeError:  # the reader went away (| head): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except OSError as e:  # a full disk, a read-only or missing folder, a folder in use: one line
         where = f"{e.filename}: " if e.filename is not None else ""
-        print(f"fashionnet: error: {where}{e.strerror or e}", file=sys.stderr)
+        _error(f"{where}{e.strerror or e}")
         return 2
     except TrainingDiverged as e:
-        print(f"fashionnet: error: training diverged: {e}", file=sys.stderr)
+        _error(f"training diverged: {e}")
         return 3
     except KeyboardInterrupt:
         print("fashionnet: interrupted", file=sys.stderr)
@@ -100,6 +100,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError:
         print("fashionnet: error: out of memory", file=sys.stderr)
         return 2
+
+
+def _error(message: str) -> None:
+    """The one line of an error. Its paths may come from a folder listing or a file, so control
+    characters are escaped as predict's output escapes them: a file named with an escape
+    sequence must not retitle or clear the terminal that reads about it."""
+    print(f"fashionnet: error: {shown(message)}", file=sys.stderr)
 
 
 __all__ = ["UsageError", "build_parser", "main"]

@@ -55,5 +55,5 @@ def load_data(path: str | None) -> Dataset:
     """The dataset, its warnings (a checksum mismatch, say) printed to stderr."""
     data = load_fashion_mnist(path)
     for note in data.warnings:
-        print(f"fashionnet: warning: {note}", file=sys.stderr)
+        print(f"fashionnet: warning: {shown(note)}", file=sys.stderr)
     return data
