@@ -222,7 +222,8 @@ def _write_markdown(out: Path, page: Page) -> None:
         md += ["", f"## {title}", "", page.captions[title], "", f"![{title}]({path.name})"]
     md += ["", "## Configuration", "", "```json", page.config, "```", "",
            "The model card: [MODEL_CARD.md](../MODEL_CARD.md)", ""]  # fmt: skip
-    _write(out / "report.md", "\n".join(md))
+    with atomic_write(out / "report.md") as f:  # as every file of a run: never through a link
+        f.write("\n".join(md).encode())
 
 
 STYLE = (
@@ -271,11 +272,5 @@ def _write_html(out: Path, page: Page) -> None:
         f"<title>fashionnet report {e(page.name)}</title><style>{STYLE}</style>{LOADED_SCRIPT}"
         "</head><body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
-    _write(out / "report.html", text)
-
-
-def _write(path: Path, text: str) -> None:
-    """Atomically, as every file of a run: a run folder from elsewhere may hold a link named
-    report.html to a file of the user's, which a plain write would overwrite through the link."""
-    with atomic_write(path) as f:
+    with atomic_write(out / "report.html") as f:  # a shared run's report.html may be a link
         f.write(text.encode())
