@@ -87,8 +87,9 @@ def test_convert_leaves_nothing_when_it_fails(tmp_path, monkeypatch, capsys):
     code = main(
         ["data", "convert", str(tmp_path / "src"), str(tmp_path / "out"), "--format", "npz"]
     )
-    assert code == 2  # one line, not a traceback
-    assert capsys.readouterr().err == "fashionnet: error: No space left on device\n"
+    assert code == 2  # one line naming the folder asked for, not a traceback
+    err = capsys.readouterr().err
+    assert err == f"fashionnet: error: {tmp_path / 'out'}: No space left on device\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
 

@@ -1,5 +1,6 @@
 """_fsutil: atomic file and folder writes, fashionnet's own temp names, the user cache folder."""
 
+import errno
 import os
 import stat
 
@@ -32,6 +33,38 @@ def test_atomic_write_leaves_the_old_file_on_error(tmp_path):
         raise RuntimeError("disk full")
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_a_write_that_fills_the_disk_names_the_file(tmp_path, monkeypatch):
+    """write() and fsync() fail naming no file, and the temp file's name means nothing to
+    the user: the error names the file being written, so its one line says where."""
+    path = tmp_path / "f.bin"
+    with pytest.raises(OSError) as caught, atomic_write(path) as f:
+        f.write(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert (caught.value.errno, caught.value.filename) == (errno.ENOSPC, str(path))
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as caught, atomic_write(path) as f:
+        f.write(b"all of it")
+    assert (caught.value.errno, caught.value.filename) == (errno.ENOSPC, str(path))
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+
+    elsewhere = tmp_path / "input.bin"  # an error about another file keeps its name
+    with pytest.raises(FileNotFoundError) as caught, atomic_write(path) as f:
+        elsewhere.read_bytes()
+    assert caught.value.filename == str(elsewhere)
+
+    out = tmp_path / "converted"  # a file in an atomic folder is named inside the folder
+    with pytest.raises(OSError) as caught, atomic_folder(out) as tmp:
+        (tmp / "a.txt").write_text("a")
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp / "b.txt"))
+    assert caught.value.filename == str(out / "b.txt")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("kind", ["fifo", "link to /dev/zero", "folder"])

@@ -76,7 +76,8 @@ def test_a_full_disk_before_training_starts_leaves_nothing(existing, tmp_path, d
 
     monkeypatch.setattr(_fsutil.os, "fsync", disk_full)  # config.json is the first write
     assert main(train_args(data_dir, out)) == 2
-    assert capsys.readouterr().err == "fashionnet: error: No space left on device\n"
+    err = capsys.readouterr().err  # the line says which file did not fit
+    assert err == f"fashionnet: error: {out / 'config.json'}: No space left on device\n"
     if existing:
         assert sorted(p.name for p in out.iterdir()) == [".fashionnet.lock", "notes.txt"]
     else:

@@ -63,10 +63,26 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
             os.fsync(f.fileno())
         _refuse_non_regular(path)
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise _named(e, path, tmp) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_folder(path.parent)
+
+
+def _named(e: OSError, path: Path, temp: str) -> OSError:
+    """`e` naming `path`, so its one line says where: a write that fills the disk fails in
+    write() or fsync(), whose errors name no file, and a temp name means nothing to the user
+    (a file inside a temp folder is named inside `path`). An error naming another file keeps
+    it: it is about that file."""
+    name = e.filename
+    if e.errno is None or not (name is None or name == temp or str(name).startswith(temp + "/")):
+        return e
+    return type(e)(
+        e.errno, e.strerror, str(path) + ("" if name is None else str(name)[len(temp) :])
+    )
 
 
 def _refuse_non_regular(path: Path) -> None:
@@ -106,6 +122,9 @@ def atomic_folder(out: Path) -> Iterator[Path]:
         yield tmp
         tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700
         os.replace(tmp, out)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _named(e, out, str(tmp)) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
