@@ -1,6 +1,7 @@
 """`fashionnet data download` against a server on 127.0.0.1 (never a real host): the Debian
 files, a truncated one, a corrupted one, and a connection that drops half-way, then resumes."""
 
+import errno
 import os
 import shutil
 import stat
@@ -13,6 +14,7 @@ from typing import ClassVar
 import pytest
 
 from fashionnet.cli import main
+from fashionnet.data import download as download_module
 from fashionnet.data import load_fashion_mnist
 from fashionnet.data.integrity import GZ_MD5
 
@@ -117,6 +119,51 @@ def test_an_interrupted_download_resumes(server, tmp_path, capsys):
     assert part.stat().st_size == 1_000_000
     assert download(url, dest) == 0
     assert "train-images-idx3-ubyte.gz bytes=1000000-" in RangeHandler.requests
+    assert sorted(p.name for p in dest.iterdir()) == sorted(GZ_MD5)
+
+
+class FillsUp:
+    """A .part file on a disk with `room` bytes free: the write that passes it fails as
+    write(2) does, naming no file, after writing what fitted."""
+
+    def __init__(self, f, room):
+        self.f, self.room = f, room
+
+    def write(self, data):
+        fits = max(0, min(len(data), self.room - self.f.tell()))
+        self.f.write(data[:fits])
+        if fits < len(data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return fits
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+@pytest.mark.realdata
+def test_a_full_disk_names_the_file_and_keeps_it_to_resume(server, tmp_path, monkeypatch, capsys):
+    _, url = server
+    dest = tmp_path / "cache"
+    opened = download_module._open_part
+    monkeypatch.setattr(
+        download_module, "_open_part", lambda part: FillsUp(opened(part), 1_500_000)
+    )
+    assert download(url, dest) == 2
+    part = dest / "train-images-idx3-ubyte.gz.part"
+    # the disk's problem, not the network's: no "download interrupted", no URL (the other
+    # lines are the test server's, about the connection the client dropped)
+    err = [line for line in capsys.readouterr().err.splitlines() if "fashionnet" in line]
+    assert err == [f"fashionnet: error: {part}: No space left on device"]
+    assert part.stat().st_size == 1_500_000
+    monkeypatch.undo()  # room made
+    assert download(url, dest) == 0
+    assert "train-images-idx3-ubyte.gz bytes=1500000-" in RangeHandler.requests
     assert sorted(p.name for p in dest.iterdir()) == sorted(GZ_MD5)
 
 

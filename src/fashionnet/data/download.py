@@ -7,6 +7,7 @@ then renamed into place. A corrupt or truncated download is deleted and refused.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import os
@@ -25,6 +26,8 @@ from .integrity import GZ_MD5, IDX_MD5
 
 MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 CHUNK = 1 << 20
+# what writing the .part file, never the network, fails with: named as the file's problem
+LOCAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 
 def default_dir() -> Path:
@@ -66,9 +69,11 @@ def _fetch(url: str, part: Path, timeout: float) -> None:
         offset = os.fstat(f.fileno()).st_size
         try:
             _fetch_into(f, url, offset, timeout)
-        except BaseException:
+        except BaseException as e:
             if os.fstat(f.fileno()).st_size == 0:  # nothing came: leave no empty .part behind
                 part.unlink(missing_ok=True)
+            if isinstance(e, OSError) and e.errno in LOCAL_ERRNOS:  # the part is kept to resume
+                raise OSError(e.errno, e.strerror, str(part)) from None
             raise
 
 
@@ -99,6 +104,8 @@ def _fetch_into(f: IO[bytes], url: str, offset: int, timeout: float) -> None:
             return
         raise DataError(f"{url}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, HTTPException, OSError) as e:
+        if isinstance(e, OSError) and e.errno in LOCAL_ERRNOS:
+            raise
         raise DataError(f"{url}: download interrupted ({e}); run again to resume") from None
 
 
