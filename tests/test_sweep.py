@@ -111,6 +111,68 @@ def test_bad_specs_exit_2_in_one_line_before_any_trial(tmp_path, argv, capsys):
 
 
 @pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("data={tmp}/missing", "{tmp}/missing: no such file or folder"),
+        ("val_size=2000", "val_size 2000: must be smaller than the 2000 training images"),
+    ],
+)
+def test_data_a_trial_could_not_use_is_one_line_before_anything_is_made(
+    setting, message, tmp_path, data, capfd
+):
+    """Every worker would otherwise fail on it, each with a traceback of its own."""
+    setting, message = (v.replace("{tmp}", str(tmp_path)) for v in (setting, message))
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--out", str(out), "--trials", "2", "--workers", "1", *fixed(data)]
+    assert main([*argv, "--set", setting]) == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"fashionnet: error: {message}")
+    assert not out.exists()
+
+
+def diverging(data):
+    """Settings whose every trial diverges within its first epochs."""
+    return ["--set", f"data={data}", "--set", "epochs=3", "--set", "val_size=400",
+            "--set", "optimizer=sgd", "--set", "momentum=0.99", "--set", "batch_norm=false",
+            "--set", "hidden=512,512", "--set", "label_smoothing=0",
+            "--param", "lr=float:9:10"]  # fmt: skip
+
+
+def test_diverging_trials_are_recorded_and_the_sweep_goes_on(tmp_path, data, capfd):
+    """A search space reaching learning rates that diverge is a normal search: each such
+    trial is marked diverged, with the reason, and counts as tried; no worker stops."""
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--out", str(out), "--trials", "3", "--workers", "1", *diverging(data)]
+    assert main(argv) == 2  # nothing completed: nothing to choose
+    printed = capfd.readouterr()
+    assert "Traceback" not in printed.err
+    assert printed.err == f"fashionnet: error: {out}: no trial completed; see the messages above\n"
+    assert [line.split()[1] for line in printed.out.splitlines()[1:]] == ["diverged"] * 3
+    trials = study_of(out).trials
+    assert [t.state.name for t in trials] == ["FAIL"] * 3
+    assert all("became non-finite at epoch" in t.user_attrs["diverged"] for t in trials)
+    rows = (out / "leaderboard.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[1] for r in rows] == ["diverged"] * 3
+    assert main(argv) == 2  # counted: a second run has nothing left to try
+    assert len(study_of(out).trials) == 3
+    assert main(["sweep", str(out), "--status"]) == 0
+    assert "3 trials (3 diverged)" in capfd.readouterr().out
+
+
+def test_a_worker_that_cannot_go_on_says_why_in_one_line(tmp_path, data, capfd):
+    out = tmp_path / "sweep"
+    (out / "trials").mkdir(parents=True)
+    (out / "trials" / "0000").write_text("a file where the first trial's folder goes\n")
+    argv = ["sweep", "--out", str(out), "--trials", "2", "--workers", "1", *fixed(data)]
+    assert main(argv) == 2
+    err = capfd.readouterr().err
+    assert err.splitlines() == [
+        f"fashionnet sweep: worker 0 stopped: {out}/trials/0000: exists and is not a folder",
+        f"fashionnet: error: {out}: no trial completed; see the messages above",
+    ]
+
+
+@pytest.mark.parametrize(
     ("storage", "message"),
     [
         ("not a url", "not a url: Could not parse SQLAlchemy URL"),

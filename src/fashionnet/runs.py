@@ -96,6 +96,22 @@ def evaluate_test_set(model: Classifier, images: np.ndarray, labels: np.ndarray)
     return result | {"probabilities": probs}
 
 
+def splits_of(config: RunConfig, data: Dataset) -> tuple[Split, Split]:
+    """The training and test images a run of `config` uses (its --limit applied); ConfigError
+    when its validation split would take them all."""
+    train, test = data.train, data.test
+    if config.limit:
+        n = config.limit
+        train, test = (
+            Split(train.images[:n], train.labels[:n]),
+            Split(test.images[:n], test.labels[:n]),
+        )
+    if config.val_size >= len(train):
+        raise ConfigError("val_size", f"{config.val_size}: must be smaller than the "
+                                      f"{len(train)} training images")  # fmt: skip
+    return train, test
+
+
 @dataclass
 class RunResult:
     """What a finished run holds: the model, its metrics, and the exact test split they are on."""
@@ -239,16 +255,7 @@ class Run:
     ) -> RunResult:
         config = self.config
         data = data if data is not None else load_fashion_mnist(config.data)
-        train, test = data.train, data.test
-        if config.limit:
-            n = config.limit
-            train, test = (
-                Split(train.images[:n], train.labels[:n]),
-                Split(test.images[:n], test.labels[:n]),
-            )
-        if config.val_size >= len(train):
-            raise ConfigError("val_size", f"{config.val_size}: must be smaller than the "
-                                          f"{len(train)} training images")  # fmt: skip
+        train, test = splits_of(config, data)
         rng = np.random.default_rng(config.seed)
         checksum = data_checksum(train.images, train.labels)
         train, val = train_val_split(train, config.val_size, rng)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import PRESETS
-from ._common import UsageError, positive_int
+from ._common import UsageError, load_data, positive_int, shown
 
 
 def add_parser(sub: Any) -> None:
@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from .._fsutil import FolderLocked, lock_folder
     from ..config import ConfigError
+    from ..runs import splits_of
     from ..sweep.output import finish
     from ..sweep.runner import (
         Table,
@@ -130,12 +131,15 @@ def _run(args: argparse.Namespace) -> int:
     sweep = Sweep(str(folder), args.storage or f"sqlite:///{folder / 'study.db'}", "fashionnet",
                   s["preset"], s["params"], s["fixed"], s["metric"], s["trials"], s["prune"],
                   s["seed"])  # fmt: skip
+    # the fixed settings, the storage and the data, checked before anything starts (the data:
+    # every worker reads it, and this process tests the chosen trial on it)
     try:
-        config_of(sweep, {})  # the fixed settings, checked before anything starts
+        config = config_of(sweep, {})
+        if args.storage or (folder / "study.db").exists():
+            storage_of(sweep.storage)
+        splits_of(config, load_data(config.data))
     except ConfigError as e:
         raise UsageError(f"{e.name} {e.message}") from None
-    if args.storage or (folder / "study.db").exists():  # checked before anything is made
-        storage_of(sweep.storage)
     client = connect(args.dask) if args.dask else None  # an unreachable scheduler: exit 2 here
     (folder / "trials").mkdir(parents=True, exist_ok=True)
     try:
@@ -152,9 +156,9 @@ def _run(args: argparse.Namespace) -> int:
         timeout = s["timeout"] * 60 if s["timeout"] else None
         if client is not None:
             with client:
-                run_dask(sweep, client, study, table, timeout)
+                run_dask(sweep, client, study, table, _warn, timeout)
         else:
-            run_local(sweep, s["workers"], timeout, table)
+            run_local(sweep, s["workers"], timeout, table, _warn)
         summary = finish(study, sweep)
     finally:
         os.close(lock)
@@ -167,10 +171,15 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn(line: str) -> None:
+    print(f"fashionnet sweep: {shown(line)}", file=sys.stderr)
+
+
 def _status(args: argparse.Namespace) -> int:
     import optuna
 
     from ..sweep.runner import storage_of
+    from ..sweep.trial import state_of
 
     folder = args.dir or args.out
     if folder is None or (not (folder / "study.db").exists() and not args.storage):
@@ -184,7 +193,7 @@ def _status(args: argparse.Namespace) -> int:
     trials = study.get_trials(deepcopy=False)
     counts: dict[str, int] = {}
     for t in trials:
-        counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
+        counts[state_of(t)] = counts.get(state_of(t), 0) + 1
     print(f"{folder}: {len(trials)} trials ({', '.join(f'{n} {k}' for k, n in counts.items())})")
     print(json.dumps(study.user_attrs.get("sweep", {})))
     summary = folder / "summary.json"

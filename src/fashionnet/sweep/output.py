@@ -16,7 +16,7 @@ from typing import Any
 
 from .._fsutil import atomic_write
 from ..config import FIELD_TYPES, PRESETS, RunConfig, show_setting
-from .trial import Sweep, config_of
+from .trial import Sweep, config_of, counts, state_of
 
 
 def values_of(sweep: Sweep, trial: Any) -> dict[str, Any]:
@@ -59,7 +59,7 @@ def finish(study: Any, sweep: Sweep) -> dict[str, Any] | None:
     from ..card import write_model_card
     from ..checkpoint import load_model_with_metadata
     from ..data import load_fashion_mnist
-    from ..runs import evaluate_test_set
+    from ..runs import evaluate_test_set, splits_of
 
     folder = Path(sweep.folder)
     write_leaderboard(study, sweep, folder / "leaderboard.csv")
@@ -69,9 +69,7 @@ def finish(study: Any, sweep: Sweep) -> dict[str, Any] | None:
     config = config_of(sweep, values_of(sweep, best))
     trial_dir = Path(best.user_attrs["folder"])
     model, meta = load_model_with_metadata(trial_dir / "model.npz")
-    data = load_fashion_mnist(config.data)
-    test = data.test if not config.limit else data.test.__class__(
-        data.test.images[: config.limit], data.test.labels[: config.limit])  # fmt: skip
+    _, test = splits_of(config, load_fashion_mnist(config.data))
     evaluation = evaluate_test_set(model, test.images, test.labels)
     evaluation.pop("probabilities")
     write_model_card(trial_dir, meta, evaluation)
@@ -85,7 +83,7 @@ def finish(study: Any, sweep: Sweep) -> dict[str, Any] | None:
         "test_size": evaluation["test_size"], "values": {k: show_setting(v) for k, v in
                                                            values_of(sweep, best).items()},
         "train_command": train_command(config), "finished_trials": sum(
-            t.state.name in ("COMPLETE", "PRUNED") for t in study.get_trials(deepcopy=False)),
+            counts(t) for t in study.get_trials(deepcopy=False)),
     }  # fmt: skip
     with atomic_write(folder / "summary.json") as f:
         f.write((json.dumps(summary, indent=2) + "\n").encode())
@@ -103,7 +101,7 @@ def write_leaderboard(study: Any, sweep: Sweep, path: Path) -> None:
                      *[p.name for p in sweep.params]])  # fmt: skip
     for t in ranked:
         values = values_of(sweep, t)
-        writer.writerow([t.number, t.state.name.lower(),
+        writer.writerow([t.number, state_of(t),
                          "" if t.value is None else f"{t.value:.4f}",
                          t.user_attrs.get("epochs", ""), f"{t.user_attrs.get('seconds', 0):.1f}",
                          *[show_setting(values[p.name]) if p.name in values else ""

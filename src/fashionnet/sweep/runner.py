@@ -19,9 +19,15 @@ from collections.abc import Callable
 from typing import Any
 
 from .space import SpecError
-from .trial import Sweep, run_one_trial, run_trials, sweep_from_json, sweep_to_json
-
-FINISHED = ("COMPLETE", "PRUNED")
+from .trial import (
+    Sweep,
+    counts,
+    run_one_trial,
+    run_trials,
+    state_of,
+    sweep_from_json,
+    sweep_to_json,
+)
 
 
 def storage_of(url: str) -> Any:
@@ -87,7 +93,7 @@ def recover(study: Any, *, retry: bool = True) -> list[int]:
 
 
 def finished(study: Any) -> int:
-    return sum(t.state.name in FINISHED for t in study.get_trials(deepcopy=False))
+    return sum(counts(t) for t in study.get_trials(deepcopy=False))
 
 
 def _die_with_parent() -> None:
@@ -97,18 +103,41 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _worker(sweep_json: str, worker: int, timeout: float | None) -> None:
+def _worker(sweep_json: str, worker: int, timeout: float | None, errors: Any) -> None:
+    import sqlalchemy.exc
+
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    run_trials(sweep_from_json(sweep_json), worker, timeout)
+    try:
+        run_trials(sweep_from_json(sweep_json), worker, timeout)
+    except (OSError, MemoryError, ValueError, sqlalchemy.exc.OperationalError) as e:
+        # what `fashionnet` says in one line (a full disk, data gone or damaged, a database
+        # that fails): the sweep's process prints it, where a worker would print a traceback
+        errors.put(f"worker {worker} stopped: {_reason(e)}")
+        sys.exit(1)
 
 
-def run_local(sweep: Sweep, workers: int, timeout: float | None, show: Callable[[], None]) -> int:
+def _reason(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.filename}: {e.strerror}" if e.filename is not None else e.strerror
+    if isinstance(e, MemoryError):
+        return "out of memory"
+    text = str(getattr(e, "orig", None) or e)  # a database error: the driver's words, no SQL
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def run_local(
+    sweep: Sweep,
+    workers: int,
+    timeout: float | None,
+    show: Callable[[], None],
+    warn: Callable[[str], None],
+) -> int:
     """`workers` processes, each running trials until the study is done; returns how many
-    failed."""
+    failed. A worker that stops on an error sends its one line to `warn`."""
     context = multiprocessing.get_context("spawn")  # fresh interpreters: one BLAS thread each
-    text = sweep_to_json(sweep)
-    procs = [context.Process(target=_worker, args=(text, i, timeout), daemon=True)
+    text, errors = sweep_to_json(sweep), context.SimpleQueue()
+    procs = [context.Process(target=_worker, args=(text, i, timeout, errors), daemon=True)
              for i in range(workers)]  # fmt: skip
     for p in procs:
         p.start()
@@ -117,12 +146,16 @@ def run_local(sweep: Sweep, workers: int, timeout: float | None, show: Callable[
             for p in procs:
                 p.join(timeout=1.0)  # (the live table's refresh; nothing is decided by it)
             show()
+            while not errors.empty():
+                warn(errors.get())
     finally:
         for p in procs:
             if p.is_alive():
                 p.terminate()
             p.join()
     show()
+    while not errors.empty():
+        warn(errors.get())
     return sum(p.exitcode not in (0, None) for p in procs)
 
 
@@ -139,7 +172,12 @@ def connect(address: str) -> Any:
 
 
 def run_dask(
-    sweep: Sweep, client: Any, study: Any, show: Callable[[], None], timeout: float | None
+    sweep: Sweep,
+    client: Any,
+    study: Any,
+    show: Callable[[], None],
+    warn: Callable[[str], None],
+    timeout: float | None,
 ) -> int:
     """Every trial a task on the cluster, sent in waves of twice the workers, so the TPE
     sampler learns from finished trials and `timeout` (seconds) is checked between waves. A
@@ -161,8 +199,7 @@ def run_dask(
                 future.result()
             except Exception as e:
                 failed += 1
-                print(f"fashionnet sweep: a trial failed on the cluster ({type(e).__name__}: {e})",
-                      file=sys.stderr)  # fmt: skip
+                warn(f"a trial failed on the cluster ({type(e).__name__}: {e})")
             show()
         recover(study, retry=False)  # every task of the wave has ended
         wave += 1
@@ -183,14 +220,14 @@ class Table:
 
     def __call__(self) -> None:
         for t in self.study.get_trials(deepcopy=False):
-            if t.number in self.shown or t.state.name not in (*FINISHED, "FAIL"):
+            if t.number in self.shown or t.state.name not in ("COMPLETE", "PRUNED", "FAIL"):
                 continue
             self.shown.add(t.number)
             value = f"{t.value:.4f}" if t.value is not None else (
                 f"{t.intermediate_values[max(t.intermediate_values)]:.4f}"
                 if t.intermediate_values else "-")  # fmt: skip
             values = " ".join(_shown(self.sweep, n, v) for n, v in t.params.items())
-            print(f"{t.number:5d}  {t.state.name.lower():8s}  {value:>12}  "
+            print(f"{t.number:5d}  {state_of(t):8s}  {value:>12}  "
                   f"{t.user_attrs.get('epochs', '-'):>6}  "
                   f"{t.user_attrs.get('seconds', 0.0):7.1f}  {values}", flush=True)  # fmt: skip
 

@@ -13,6 +13,7 @@ from typing import Any
 from ..config import preset, show_setting
 from ..data import Dataset, load_fashion_mnist
 from ..runs import Run
+from ..train import TrainingDiverged
 from .space import Param
 
 _DATA: dict[str | None, Dataset] = {}  # per process: a worker reads the data once
@@ -83,8 +84,23 @@ def single_threaded() -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
 
 
+def state_of(trial: Any) -> str:
+    """A trial's state as the table, leaderboard and --status show it: Optuna's, except that
+    a failed trial whose training diverged says so."""
+    if trial.state.name == "FAIL" and "diverged" in trial.user_attrs:
+        return "diverged"
+    return str(trial.state.name.lower())
+
+
+def counts(trial: Any) -> bool:
+    """Whether a trial counts towards the sweep's total: complete, pruned, or diverged (its
+    recipe was tried to its end). One that failed because the sweep was killed does not: its
+    values run again."""
+    return state_of(trial) in ("complete", "pruned", "diverged")
+
+
 def run_trials(sweep: Sweep, worker: int, timeout: float | None = None) -> None:
-    """Run trials of the shared study while it holds fewer than `total` finished or running
+    """Run trials of the shared study while it holds fewer than `total` counted or running
     ones: what each local worker process does. (Two workers deciding at the same moment may
     start one trial more than asked; never fewer.)"""
     import time
@@ -93,8 +109,8 @@ def run_trials(sweep: Sweep, worker: int, timeout: float | None = None) -> None:
     study = _load(sweep, worker)
     deadline = None if timeout is None else time.monotonic() + timeout
     while deadline is None or time.monotonic() < deadline:
-        states = [t.state.name for t in study.get_trials(deepcopy=False)]
-        if sum(s in ("COMPLETE", "PRUNED", "RUNNING") for s in states) >= sweep.total:
+        trials = study.get_trials(deepcopy=False)
+        if sum(counts(t) or t.state.name == "RUNNING" for t in trials) >= sweep.total:
             return
         tell(study, sweep, study.ask())
 
@@ -110,7 +126,9 @@ def run_one_trial(sweep_json: str, worker: int) -> int:
 
 
 def tell(study: Any, sweep: Sweep, trial: Any) -> None:
-    """Run `trial` and record how it ended: its score, pruned, or failed (and raise)."""
+    """Run `trial` and record how it ended: its score, pruned, diverged, or failed (and
+    raise). A recipe whose training diverges is an answer about the search space, as a low
+    score is, so the sweep goes on: it is a failed trial with the reason kept."""
     import optuna
     from optuna.trial import TrialState
 
@@ -118,6 +136,10 @@ def tell(study: Any, sweep: Sweep, trial: Any) -> None:
         value = objective(sweep, trial)
     except optuna.TrialPruned:
         study.tell(trial, state=TrialState.PRUNED)
+    except TrainingDiverged as e:
+        trial.set_user_attr("diverged", str(e))
+        trial.set_user_attr("epochs", e.epoch)
+        study.tell(trial, state=TrialState.FAIL)
     except BaseException:
         study.tell(trial, state=TrialState.FAIL)
         raise
