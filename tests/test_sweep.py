@@ -93,6 +93,29 @@ def test_a_toml_spec(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('trials = "many"', "trials must be a positive integer, got 'many'"),
+        ("trials = 1e9", "trials must be a positive integer, got 1000000000.0"),
+        ("trials = true", "trials must be a positive integer, got True"),
+        ("workers = 0", "workers must be a positive integer, got 0"),
+        ("timeout = -3", "timeout must be a positive number of minutes, got -3"),
+        ('seed = "x"', "seed must be an integer, 0 or more, got 'x'"),
+        ('metric = "accuracy"', "metric must be one of val_accuracy, val_loss, got 'accuracy'"),
+        ('prune = "always"', "prune must be one of median, halving, none, got 'always'"),
+        ("preset = [1]", "preset must be one of mlp, "),
+    ],
+)
+def test_a_spec_s_own_keys_are_held_to_what_the_flags_accept(line, message, tmp_path, capsys):
+    """Each of these ran a sweep that crashed in every worker, never stopped, or ignored it."""
+    spec = tmp_path / "sweep.toml"
+    spec.write_text(line + "\n")
+    assert main(["sweep", "--out", str(tmp_path / "sweep"), "--spec", str(spec)]) == 2
+    assert capsys.readouterr().err.startswith(f"fashionnet: error: {spec}: {message}")
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize(
     "argv",
     [
         ["--param", "lr=float:1:0.1"],
@@ -170,6 +193,17 @@ def test_a_worker_that_cannot_go_on_says_why_in_one_line(tmp_path, data, capfd):
         f"fashionnet sweep: worker 0 stopped: {out}/trials/0000: exists and is not a folder",
         f"fashionnet: error: {out}: no trial completed; see the messages above",
     ]
+
+
+@pytest.mark.parametrize("flag", ["--timeout", "--seed"])
+def test_a_negative_timeout_or_seed_is_refused(flag, tmp_path, capsys):
+    """A timeout of -1 ran a sweep that stopped before its first trial; a seed of -1 crashed
+    every worker's sampler."""
+    with pytest.raises(SystemExit) as stopped:
+        main(["sweep", "--out", str(tmp_path / "sweep"), flag, "-1"])
+    assert stopped.value.code == 2
+    assert f"argument {flag}: expected" in capsys.readouterr().err
+    assert not (tmp_path / "sweep").exists()
 
 
 @pytest.mark.parametrize(

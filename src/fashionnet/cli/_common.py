@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,17 @@ def int_at_least(lo: int) -> Any:
 
 
 positive_int, non_negative_int = int_at_least(1), int_at_least(0)
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
 
 MODEL_HELP = "model file (model.npz in a run folder) or run folder"
 DATA_HELP = "dataset folder or training file (default: the data the model was tested on)"

@@ -14,17 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..classify import open_model
-from ._common import MODEL_HELP, UsageError, model_path, positive_int
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+from ._common import MODEL_HELP, UsageError, model_path, positive_float, positive_int
 
 
 def _server_class() -> Any:
@@ -87,7 +77,7 @@ def add_parser(sub: Any) -> None:
                     "off (default: 64)")  # fmt: skip
     sv.add_argument("--max-wait-ms", type=float, default=5.0,
                     help="how long a batch waits for more requests (default: 5)")  # fmt: skip
-    sv.add_argument("--max-upload-mb", type=_positive_float, default=10.0,
+    sv.add_argument("--max-upload-mb", type=positive_float, default=10.0,
                     help="largest request body; larger ones get 413 (default: 10)")  # fmt: skip
     sv.add_argument("--threads", type=positive_int, default=1,
                     help="BLAS threads per worker: requests in parallel beat threads in one "

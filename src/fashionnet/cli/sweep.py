@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from ..config import PRESETS
-from ._common import UsageError, load_data, positive_int, shown
+from ..sweep.space import METRICS, PRUNE
+from ._common import (
+    UsageError,
+    load_data,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    shown,
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -43,7 +51,7 @@ def add_parser(sub: Any) -> None:
         metavar="NAME=VALUE",
         help="a setting fixed for every trial, e.g. epochs=5 (default: the preset's)",
     )
-    sw.add_argument("--metric", choices=["val_accuracy", "val_loss"],
+    sw.add_argument("--metric", choices=METRICS,
                     help="what trials are ranked on (default: val_accuracy)")  # fmt: skip
     sw.add_argument("--workers", type=positive_int,
                     help="local worker processes (default: the number of cores)")  # fmt: skip
@@ -51,11 +59,11 @@ def add_parser(sub: Any) -> None:
                     "e.g. tcp://10.0.0.5:8786 (default: local processes)")  # fmt: skip
     sw.add_argument("--storage", help="Optuna storage URL shared by all workers (default: "
                     "sqlite:///DIR/study.db)")  # fmt: skip
-    sw.add_argument("--timeout", type=float, metavar="MIN",
+    sw.add_argument("--timeout", type=positive_float, metavar="MIN",
                     help="stop starting trials after MIN minutes (default: none)")  # fmt: skip
-    sw.add_argument("--prune", choices=["median", "halving", "none"],
+    sw.add_argument("--prune", choices=PRUNE,
                     help="stop poor trials early (default: median)")  # fmt: skip
-    sw.add_argument("--seed", type=int, help="the sampler's seed (default: 0)")
+    sw.add_argument("--seed", type=non_negative_int, help="the sampler's seed (default: 0)")
     sw.add_argument("--status", action="store_true", help="show DIR's trials and best, run "
                     "nothing (default: run)")  # fmt: skip
 

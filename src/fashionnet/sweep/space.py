@@ -25,6 +25,7 @@ from typing import Any
 from .._fsutil import open_regular
 from ..config import (
     FIELD_TYPES,
+    PRESETS,
     ConfigError,
     base_type,
     check_field,
@@ -37,6 +38,8 @@ MAX_SPEC_BYTES = 1 << 20  # a spec is a few hundred bytes; a link to /dev/zero n
 NOT_SWEPT = {"preset", "data", "limit", "checkpoint_every"}  # the run's frame, not its recipe
 SPEC_KEYS = {"preset", "trials", "metric", "prune", "seed", "workers", "timeout", "params",
              "set"}  # fmt: skip
+METRICS = ("val_accuracy", "val_loss")
+PRUNE = ("median", "halving", "none")
 
 
 class SpecError(ValueError):
@@ -138,6 +141,10 @@ def load_spec(path: Path) -> dict[str, Any]:
         raise SpecError(
             f"{path}: unknown key {unknown[0]!r} (known: {', '.join(sorted(SPEC_KEYS))})"
         )
+    for key, value in spec.items():  # held to what the command's flags accept
+        expected = _SCALARS.get(key)
+        if expected is not None and not expected[0](value):
+            raise SpecError(f"{path}: {key} must be {expected[1]}, got {value!r}")
     params = spec.get("params", {})
     if not isinstance(params, dict):
         raise SpecError(f'{path}: [params] must be a table of NAME = "KIND:LOW:HIGH"')
@@ -151,6 +158,28 @@ def load_spec(path: Path) -> dict[str, Any]:
     except ConfigError as e:
         raise SpecError(f"{path}: [set] {e.name}: {e.message}") from None
     return spec
+
+
+def _integer(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _one_of(choices: Any) -> tuple[Any, str]:
+    return (lambda v: isinstance(v, str) and v in choices), "one of " + ", ".join(choices)
+
+
+_SCALARS: dict[str, tuple[Any, str]] = {
+    "trials": (lambda v: _integer(v, 1), "a positive integer"),
+    "workers": (lambda v: _integer(v, 1), "a positive integer"),
+    "seed": (lambda v: _integer(v, 0), "an integer, 0 or more"),
+    "timeout": (
+        lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < math.inf,
+        "a positive number of minutes",
+    ),
+    "preset": _one_of(PRESETS),
+    "metric": _one_of(METRICS),
+    "prune": _one_of(PRUNE),
+}
 
 
 def _toml_text(value: Any) -> str:

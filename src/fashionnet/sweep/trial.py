@@ -158,9 +158,6 @@ def _load(sweep: Sweep, worker: int) -> Any:
     return study
 
 
-PRUNE = ("median", "halving", "none")
-
-
 def sampler(sweep: Sweep, worker: int) -> Any:
     """TPE, seeded per worker: workers sharing one study must not propose the same values (so a
     sweep is repeatable with one worker, not with several)."""
