@@ -9,7 +9,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "fashionnet"
 
 # a module may import modules of a lower rank, and its own package's modules
 RANKS = {
-    "_version": 0, "_fsutil": 0, "threads": 0,
+    "_version": 0, "_fsutil": 0, "_text": 0, "threads": 0,
     "data": 1, "layers": 1,
     "losses": 2, "metrics": 2, "schedules": 2, "augment": 2, "config": 2, "images": 2,
     "optim": 3, "predict": 3,

@@ -2,6 +2,7 @@
 
 import json
 import re
+import warnings
 
 import numpy as np
 from PIL import Image
@@ -70,6 +71,31 @@ def test_every_run_has_a_model_card(tmp_path, rng):
     assert "pixel values 0..255" in card and "28x28" in card and "T-shirt/top" in card
     metrics = json.loads((run / "metrics.json").read_text())
     assert f"{metrics['test_accuracy']:.4f}" in card and f"{metrics['n_parameters']:,}" in card
+
+
+def test_class_names_from_the_data_are_shown_escaped_and_drawn_quietly(tmp_path, rng):
+    """classes.txt is the user's (or anyone's): an escape sequence in a name must not reach a
+    terminal that shows report.md or the card, and a name in a script the font cannot draw
+    is drawn as boxes without a warning per glyph on stderr."""
+    from fashionnet.plots import confusion_heatmap, image_grid
+
+    data = tmp_path / "data"
+    write_idx_folder(data, rng, n_train=160, n_test=60)
+    names = [f"class {i}" for i in range(10)]
+    names[3], names[7] = "bag\x1b]0;pwned\x07\x1b[2J", "鞋"
+    (data / "classes.txt").write_text("\n".join(names) + "\n")
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--epochs", "2", "--val-size", "20", "--hidden",
+                 "16", "--out", str(run), "--quiet"]) == 0  # fmt: skip
+    for text in ((run / "report" / "report.md").read_text(), (run / "MODEL_CARD.md").read_text(),
+                 (run / "report" / "report.html").read_text()):  # fmt: skip
+        assert "\x1b" not in text and "\x07" not in text
+        assert r"bag\x1b]0;pwned\x07\x1b[2J" in text and "鞋" in text
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a missing glyph's warning would raise here
+        cjk = ["鞋", "鞋子", "包", "裙子", "衬衫", "外套", "凉鞋", "运动鞋", "裤子", "套头衫"]
+        confusion_heatmap(np.eye(10, dtype=int), cjk, tmp_path / "c.png")
+        image_grid(np.zeros((2, 28, 28), np.uint8), ["鞋 0.91", "包 0.55"], tmp_path / "g.png")
 
 
 def test_the_report_renders_in_a_real_browser_with_every_picture(tmp_path, rng):

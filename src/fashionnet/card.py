@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ._fsutil import atomic_write
+from ._text import shown
 from ._version import __version__
 
 ARCHITECTURE_KEYS = ("arch", "hidden", "stages", "activation", "batch_norm", "dropout", "tta")
@@ -38,7 +39,7 @@ def architecture(config: dict[str, Any]) -> str:
 def model_card(name: str, meta: dict[str, Any], evaluation: dict[str, Any]) -> str:
     """The card's Markdown, from a model's metadata and its test-set evaluation."""
     m, config = meta.get("metrics", {}), meta.get("config", {})
-    names = list(meta.get("class_names", []))
+    names = [shown(n) for n in meta.get("class_names", [])]  # a newline would end a table row
     h, w = meta.get("image_shape", [28, 28])
     scale = round(1 / float(meta.get("input_scale", 1 / 255)))
     pc = evaluation["per_class"]
@@ -50,7 +51,7 @@ def model_card(name: str, meta: dict[str, Any], evaluation: dict[str, Any]) -> s
     weakest = min(range(len(names)), key=lambda i: pc["f1"][i]) if names else 0
     return "\n".join(
         [
-            f"# Model card: {name}",
+            f"# Model card: {shown(name)}",
             "",
             "## Model",
             "",

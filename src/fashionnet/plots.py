@@ -3,7 +3,9 @@ nothing else pays for it. report.py puts them together."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,16 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+@contextmanager
+def _names_drawn() -> Iterator[None]:
+    """Class names come from the user's data, in any script: a name the font has no glyphs for
+    (Chinese under DejaVu Sans) is drawn as boxes, as matplotlib does, without its warning
+    per glyph and per drawing on stderr; report.md and report.html carry the names as text."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font")
+        yield
 
 
 def _save(fig: Any, path: Path) -> None:
@@ -69,6 +81,7 @@ def learning_curves(
     plt.close(fig)
 
 
+@_names_drawn()
 def confusion_heatmap(confusion: np.ndarray, names: list[str], path: Path) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 7))
@@ -88,6 +101,7 @@ def confusion_heatmap(confusion: np.ndarray, names: list[str], path: Path) -> No
     plt.close(fig)
 
 
+@_names_drawn()
 def image_grid(images: np.ndarray, titles: list[str], path: Path, *, columns: int = 8) -> None:
     plt = _pyplot()
     rows = max(1, -(-len(images) // columns))
@@ -102,6 +116,7 @@ def image_grid(images: np.ndarray, titles: list[str], path: Path, *, columns: in
     plt.close(fig)
 
 
+@_names_drawn()
 def prediction_sheet(
     pictures: list[Any], views: np.ndarray, captions: list[str], path: Path
 ) -> None:

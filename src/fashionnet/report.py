@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ._fsutil import atomic_write, open_regular
+from ._text import shown
 from ._version import __version__
 from .card import architecture
 from .config import ConfigError, RunConfig
@@ -139,7 +140,8 @@ def write_report(
     if out.is_symlink():  # a shared run folder's report/ could lead anywhere: files go in there
         raise OSError(errno.EINVAL, "a link, not the run's own folder; remove it", str(out))
     out.mkdir(exist_ok=True)
-    names = list(meta.get("class_names", [str(i) for i in range(probs.shape[1])]))
+    # names and the folder's name drawn, tabled and titled with control characters escaped
+    names = [shown(n) for n in meta.get("class_names", range(probs.shape[1]))]
     shape = (images.shape[1], images.shape[2])
     predicted = probs.argmax(axis=1)
     pictures: dict[str, Path] = {}
@@ -159,9 +161,9 @@ def write_report(
     ]
     image_grid(images[wrong], titles, pictures["Misclassified test images"])
     right = [np.flatnonzero((predicted == labels) & (labels == k))[:4] for k in range(len(names))]
-    shown = np.concatenate(right).astype(int)
+    examples = np.concatenate(right).astype(int)
     pictures["Correct examples per class"] = out / "correct_per_class.png"
-    image_grid(images[shown], [f"{names[labels[i]]} {probs[i].max():.2f}" for i in shown],
+    image_grid(images[examples], [f"{names[labels[i]]} {probs[i].max():.2f}" for i in examples],
                pictures["Correct examples per class"])  # fmt: skip
     pictures["First layer"] = out / "first_layer.png"
     first_layer(unwrap(model), shape, pictures["First layer"])
@@ -191,7 +193,7 @@ def write_report(
     confused = [f"{names[t]} -> {names[p]}: {c} images"
                 for t, p, c in evaluation.get("most_confused", [])]  # fmt: skip
     config = json.dumps(meta.get("config", {}), indent=2)
-    page = Page(run_dir.name, header, summary, rows, confused, pictures, config, captions)
+    page = Page(shown(run_dir.name), header, summary, rows, confused, pictures, config, captions)
     _write_markdown(out, page)
     _write_html(out, page)
     return [*pictures.values(), out / "report.md", out / "report.html"]

@@ -14,12 +14,13 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from .. import threads
+from .._text import shown
 from .._version import __version__
 from ..checkpoint import CheckpointError
 from ..data import DataError
 from ..train import TrainingDiverged
 from . import data, evaluate, export, predict, report, serve, summary, sweep, train
-from ._common import UsageError, shown
+from ._common import UsageError
 
 COMMANDS = {m.__name__.rsplit(".", 1)[1]: m for m in (train, evaluate, predict, report, summary,
                                                         export, serve, sweep, data)}  # fmt: skip

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .._text import shown
 from ..checkpoint import load_model_with_metadata
 from ..data import Dataset, load_fashion_mnist
 from ..model import Classifier
@@ -47,12 +48,6 @@ def positive_float(text: str) -> float:
 
 MODEL_HELP = "model file (model.npz in a run folder) or run folder"
 DATA_HELP = "dataset folder or training file (default: the data the model was tested on)"
-
-
-def shown(text: object) -> str:
-    """Text from a file as a terminal may show it: control characters (escape sequences that
-    could retitle or clear the terminal, carriage returns, ...) written as \\x.. escapes."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
 def model_path(path: Path) -> Path:

@@ -8,10 +8,11 @@ from typing import Any
 
 import numpy as np
 
+from .._text import shown
 from ..data import ENV_VAR, Dataset, find_data, load_fashion_mnist, write_dataset
 from ..data.download import download
 from ..data.integrity import verify_folder
-from ._common import UsageError, non_negative_int, positive_int, shown
+from ._common import UsageError, non_negative_int, positive_int
 
 
 def add_parser(sub: Any) -> None:
@@ -121,7 +122,7 @@ def _show(data: Dataset, args: argparse.Namespace) -> int:
 
     blank = np.zeros(split.images.shape[1:], np.uint8)
     images = np.stack([split.images[i] if i >= 0 else blank for i in picks])
-    titles = [f"#{i} {names[split.labels[i]]}" if i >= 0 else "" for i in picks]
+    titles = [f"#{i} {shown(names[split.labels[i]])}" if i >= 0 else "" for i in picks]
     image_grid(images, titles, args.out, columns=columns)
     print(f"wrote {args.out} ({sum(i >= 0 for i in picks)} {args.split} images)")
     return 0

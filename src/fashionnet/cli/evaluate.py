@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .._text import shown
 from ..data import CLASS_NAMES
 from ..runs import evaluate_test_set
-from ._common import DATA_HELP, MODEL_HELP, load_model, positive_int, shown
+from ._common import DATA_HELP, MODEL_HELP, load_model, positive_int
 from .report import test_split
 
 

@@ -11,12 +11,13 @@ from typing import Any
 
 import numpy as np
 
+from .._text import shown
 from ..classify import open_model, top_classes
 from ..data import to_float
 from ..data.image_folders import IMAGE_SUFFIXES, open_image
 from ..images import to_gray
 from ..predict import load_inputs
-from ._common import MODEL_HELP, UsageError, model_path, positive_int, shown
+from ._common import MODEL_HELP, UsageError, model_path, positive_int
 
 MAX_SHOWN = 64  # pictures on a --show sheet; more would make a page nobody reads
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .._text import shown
 from ..config import PRESETS
 from ..sweep.space import METRICS, PRUNE
 from ._common import (
@@ -17,7 +18,6 @@ from ._common import (
     non_negative_int,
     positive_float,
     positive_int,
-    shown,
 )
 
 
