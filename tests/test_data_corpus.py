@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from conftest import idx_bytes, write_idx_folder
 from fashionnet.cli import main
-from fashionnet.data import DataError, read_csv, read_idx, read_npz
+from fashionnet.data import DataError, load_fashion_mnist, read_csv, read_idx, read_npz
 
 RNG = np.random.default_rng(0)
 GOOD_ROW = "3," + ",".join(["0"] * 783 + ["255"])
@@ -113,6 +113,7 @@ CORPUS = {
     "csv semicolons": lambda r: csv_pair(r, ROWS.replace(",", ";")),
     "csv utf-16": lambda r: csv_pair(r, ROWS.encode("utf-16")),
     "csv empty classes.txt": lambda r: csv_pair(r, ROWS, classes="\n\n"),
+    "csv a class named twice": lambda r: csv_pair(r, ROWS, classes="a\nb\na\nc\n"),
     "csv no test file": lambda r: _drop_test(csv_pair(r, ROWS)),
     # NPZ
     "npz without y": lambda r: npz_pair(r, npz_bytes(x=X)),
@@ -282,3 +283,19 @@ def test_gzip_and_raw_idx_agree(tmp_path):
     (tmp_path / "a.gz").write_bytes(gzip.compress(raw))
     np.testing.assert_array_equal(read_idx(tmp_path / "a"), read_idx(tmp_path / "a.gz"))
     shutil.rmtree(tmp_path / "a", ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    ("classes", "message"),
+    [
+        ("a\nb\n", "classes.txt: names 2 classes, but the labels go up to 3; it needs one name"),
+        ("a\nb\na\nc\n", "classes.txt: 'a' names two classes; each line must name a class once"),
+    ],
+)
+def test_a_classes_txt_that_does_not_fit_the_labels_is_what_is_named(classes, message, tmp_path):
+    """Not the label file, which is right: with two names for one class, or fewer names than
+    labels, classes.txt is what to fix."""
+    train = csv_pair(tmp_path, ROWS, classes=classes)
+    with pytest.raises(DataError) as refused:
+        load_fashion_mnist(train)
+    assert str(refused.value).startswith(f"{train.parent}/{message}")

@@ -133,6 +133,9 @@ def read_class_names(path: Path) -> tuple[str, ...] | None:
     names = tuple(n for n in names if n)
     if not names:
         raise DataError(f"{path}: no class names (expected one per line)")
+    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if twice is not None:  # two labels under one name: no prediction could tell them apart
+        raise DataError(f"{path}: {twice!r} names two classes; each line must name a class once")
     return names
 
 
@@ -164,7 +167,6 @@ def load_fashion_mnist(path: str | os.PathLike[str] | None = None) -> Dataset:
     where = find_data(path)
     folder = where if where.is_dir() else where.parent
     names = read_class_names(folder / "classes.txt")
-    n_classes = len(names) if names else None
     notes: list[str] = []
     if (where / "train").is_dir() and (where / "test").is_dir():  # image folders, per class
         train, names = read_image_folder(where / "train", class_names=names)
@@ -172,8 +174,8 @@ def load_fashion_mnist(path: str | os.PathLike[str] | None = None) -> Dataset:
             where / "test", class_names=names, size=train.images.shape[2:0:-1]
         )
     elif where.is_dir():
-        train = load_split(where, "train", n_classes, notes)
-        test = load_split(where, "test", n_classes, notes)
+        train = load_split(where, "train", None, notes)
+        test = load_split(where, "test", None, notes)
     else:
         test_file = where.with_name(where.name.replace("train", "test"))
         if test_file == where:  # found by its name: "expected x.csv" would name the file itself
@@ -183,9 +185,15 @@ def load_fashion_mnist(path: str | os.PathLike[str] | None = None) -> Dataset:
             )
         if not test_file.is_file():
             raise DataError(f"{where}: no test file beside it (expected {test_file.name})")
-        train, test = read_file(where, n_classes), read_file(test_file, n_classes)
+        train, test = read_file(where), read_file(test_file)
+    top = int(max(train.labels.max(initial=0), test.labels.max(initial=0)))
+    if names is not None and top >= len(names):  # said here: the label files are not wrong
+        raise DataError(
+            f"{folder / 'classes.txt'}: names {len(names)} classes, but the labels go up to "
+            f"{top}; it needs one name per label, label 0 first"
+        )
     if names is None:
-        k = int(max(train.labels.max(initial=0), test.labels.max(initial=0))) + 1
+        k = top + 1
         names = CLASS_NAMES if k <= len(CLASS_NAMES) else tuple(str(i) for i in range(k))
     if train.images.shape[1:] != test.images.shape[1:]:
         raise DataError(
