@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .._text import shown
 from ..config import PRESETS
 from ..sweep.space import METRICS, PRUNE
 from ._common import (
@@ -164,9 +163,9 @@ def _run(args: argparse.Namespace) -> int:
         timeout = s["timeout"] * 60 if s["timeout"] else None
         if client is not None:
             with client:
-                run_dask(sweep, client, study, table, _warn, timeout)
+                run_dask(sweep, client, study, table, timeout)
         else:
-            run_local(sweep, s["workers"], timeout, table, _warn)
+            run_local(sweep, s["workers"], timeout, table)
         summary = finish(study, sweep)
     finally:
         os.close(lock)
@@ -177,10 +176,6 @@ def _run(args: argparse.Namespace) -> int:
     print(f"train it again: {summary['train_command']}")
     print(f"leaderboard {folder / 'leaderboard.csv'}, report {folder / 'report.html'}")
     return 0
-
-
-def _warn(line: str) -> None:
-    print(f"fashionnet sweep: {shown(line)}", file=sys.stderr)
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .._text import shown
 from .space import SpecError
 from .trial import (
     Sweep,
@@ -103,7 +104,7 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _worker(sweep_json: str, worker: int, timeout: float | None, errors: Any) -> None:
+def _worker(sweep_json: str, worker: int, timeout: float | None) -> None:
     import sqlalchemy.exc
 
     _die_with_parent()
@@ -112,9 +113,13 @@ def _worker(sweep_json: str, worker: int, timeout: float | None, errors: Any) ->
         run_trials(sweep_from_json(sweep_json), worker, timeout)
     except (OSError, MemoryError, ValueError, sqlalchemy.exc.OperationalError) as e:
         # what `fashionnet` says in one line (a full disk, data gone or damaged, a database
-        # that fails): the sweep's process prints it, where a worker would print a traceback
-        errors.put(f"worker {worker} stopped: {_reason(e)}")
+        # that fails), where a worker process would print a traceback
+        _warn(f"worker {worker} stopped: {_reason(e)}")
         sys.exit(1)
+
+
+def _warn(line: str) -> None:
+    print(f"fashionnet sweep: {shown(line)}", file=sys.stderr, flush=True)
 
 
 def _reason(e: BaseException) -> str:
@@ -126,18 +131,12 @@ def _reason(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def run_local(
-    sweep: Sweep,
-    workers: int,
-    timeout: float | None,
-    show: Callable[[], None],
-    warn: Callable[[str], None],
-) -> int:
+def run_local(sweep: Sweep, workers: int, timeout: float | None, show: Callable[[], None]) -> int:
     """`workers` processes, each running trials until the study is done; returns how many
-    failed. A worker that stops on an error sends its one line to `warn`."""
+    failed."""
     context = multiprocessing.get_context("spawn")  # fresh interpreters: one BLAS thread each
-    text, errors = sweep_to_json(sweep), context.SimpleQueue()
-    procs = [context.Process(target=_worker, args=(text, i, timeout, errors), daemon=True)
+    text = sweep_to_json(sweep)
+    procs = [context.Process(target=_worker, args=(text, i, timeout), daemon=True)
              for i in range(workers)]  # fmt: skip
     for p in procs:
         p.start()
@@ -146,16 +145,12 @@ def run_local(
             for p in procs:
                 p.join(timeout=1.0)  # (the live table's refresh; nothing is decided by it)
             show()
-            while not errors.empty():
-                warn(errors.get())
     finally:
         for p in procs:
             if p.is_alive():
                 p.terminate()
             p.join()
     show()
-    while not errors.empty():
-        warn(errors.get())
     return sum(p.exitcode not in (0, None) for p in procs)
 
 
@@ -172,12 +167,7 @@ def connect(address: str) -> Any:
 
 
 def run_dask(
-    sweep: Sweep,
-    client: Any,
-    study: Any,
-    show: Callable[[], None],
-    warn: Callable[[str], None],
-    timeout: float | None,
+    sweep: Sweep, client: Any, study: Any, show: Callable[[], None], timeout: float | None
 ) -> int:
     """Every trial a task on the cluster, sent in waves of twice the workers, so the TPE
     sampler learns from finished trials and `timeout` (seconds) is checked between waves. A
@@ -199,7 +189,7 @@ def run_dask(
                 future.result()
             except Exception as e:
                 failed += 1
-                warn(f"a trial failed on the cluster ({type(e).__name__}: {e})")
+                _warn(f"a trial failed on the cluster ({type(e).__name__}: {e})")
             show()
         recover(study, retry=False)  # every task of the wave has ended
         wave += 1
