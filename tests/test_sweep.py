@@ -323,6 +323,22 @@ def test_a_sweep_killed_mid_trial_continues_and_counts_nothing_twice(tmp_path, d
     assert len(retry) == 1 and retry[0].params == trials[1].params
 
 
+def test_ctrl_c_stops_a_sweep_in_one_line(tmp_path, data):
+    """Ctrl-C during a sweep: its workers stop with it, and stderr says so in one line (a
+    disabled progress bar's multiprocessing lock, left by each stopped worker, used to add
+    the resource tracker's two-line warning about leaked semaphores)."""
+    out = tmp_path / "sweep"
+    argv = [sys.executable, "-m", "fashionnet", "sweep", "--out", str(out), "--trials", "200",
+            "--workers", "2", "--prune", "none", *fixed(data)]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # the event: a trial has finished, so the workers are running
+        if line.strip().startswith(("0 ", "1 ")):
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate()
+    assert (proc.returncode, err) == (130, "fashionnet: interrupted\n")
+
+
 def _start(cmd, ready):
     """A process, returned once a line containing `ready` appears in its log."""
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)

@@ -267,15 +267,18 @@ class ProgressBar:
         self._bar: Any = None
 
     def start(self, epoch: int, seen: int) -> None:
+        self._done, self._seen = (epoch - 1) * self.n_samples, seen
+        if self.disable:  # no bar: even a disabled one makes tqdm's multiprocessing lock, whose
+            return  # semaphores a sweep worker stopped by Ctrl-C leaves behind with a warning
         from tqdm import tqdm  # only training needs it: inference needs numpy alone
 
-        self._done = (epoch - 1) * self.n_samples
         self._bar = tqdm(total=self.epochs * self.n_samples, initial=self._done + seen,
                          desc=f"epoch {epoch}/{self.epochs}", unit=" img", unit_scale=True,
                          bar_format=self.FORMAT, leave=False, disable=self.disable)  # fmt: skip
-        self._seen = seen
 
     def update(self, st: TrainState) -> None:
+        if self._bar is None:
+            return
         self._bar.update(st.seen - self._seen)
         self._seen = st.seen
         if not self._bar.disable and st.batch % 20 == 0:  # live figures, on a terminal only
@@ -283,7 +286,8 @@ class ProgressBar:
                                       f"acc {st.correct / st.seen:.3f}", refresh=False)  # fmt: skip
 
     def close(self) -> None:
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
 
 
 def epoch_line(record: dict[str, Any], epochs: int, label_smoothing: float = 0.0) -> str:
