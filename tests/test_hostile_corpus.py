@@ -260,6 +260,20 @@ def _(s: Setup) -> Case:
     return Case(["data", "info", str(folder)], named=str(target))
 
 
+@case("dataset size", "gzip CSV of one row repeated: 2 MB inflating to 300 MB (and on)")
+def _(s: Setup) -> Case:
+    folder = s.root / "csv"
+    folder.mkdir()
+    row = b"1," + b",".join([b"0"] * 784) + b"\n"
+    with gzip.open(folder / "fm_train.csv.gz", "wb", compresslevel=1) as f:
+        for _ in range(24):
+            f.write(row * 8000)
+    with gzip.open(folder / "fm_test.csv.gz", "wb") as f:
+        f.write(row)
+    target = folder / "fm_train.csv.gz"
+    return Case(["data", "info", str(target)], named=str(target))
+
+
 @case("dataset size", "data show of a million per class")
 def _(s: Setup) -> Case:
     return Case(["data", "show", str(s.data), "--per-class", "1000000", "--out",

@@ -79,14 +79,29 @@ def _open(path: Path) -> IO[bytes]:
         raise DataError(f"{path}: {e.strerror}") from None
 
 
+# a .gz read whole (a gzipped CSV) may inflate to this many times its size, and past that
+# only while under MAX_INFLATED_FLOOR: real CSVs of images inflate 4-8x, a file of one repeated
+# row (a decompression bomb: 2 MB that would hold 4 GB of memory) hundreds of times. The same
+# ratio as Apache POI's zip bomb guard.
+MAX_INFLATE_RATIO = 100
+MAX_INFLATED_FLOOR = 256 << 20
+
+
 def _read_bytes(path: Path) -> bytes:
     _check_file(path)
     try:
         with _open(path) as f:
-            if path.suffix == ".gz":
-                with gzip.GzipFile(fileobj=f, mode="rb") as g:
-                    return g.read()
-            return f.read()
+            if path.suffix != ".gz":
+                return f.read()
+            limit = max(MAX_INFLATED_FLOOR, MAX_INFLATE_RATIO * os.fstat(f.fileno()).st_size)
+            with gzip.GzipFile(fileobj=f, mode="rb") as g:
+                raw = g.read(limit + 1)
+            if len(raw) > limit:
+                raise DataError(
+                    f"{path}: inflates to over {limit:,} bytes, more than {MAX_INFLATE_RATIO} "
+                    "times its size: refused as a decompression bomb (gunzip it to use it)"
+                )
+            return raw
     except PermissionError:
         raise DataError(f"{path}: permission denied") from None
     except (OSError, EOFError) as e:  # truncated or corrupt gzip stream
