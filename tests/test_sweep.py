@@ -290,6 +290,12 @@ def test_two_local_workers_then_the_same_command_continues(tmp_path, data, capsy
     assert len(study_of(out).trials) == n
     assert main(["sweep", str(out), "--status"]) == 0
     assert "complete" in capsys.readouterr().out
+    for command in (["evaluate"], ["summary"], ["report"], ["predict", "--", "-"]):
+        # given the sweep's folder where a run's is expected, the line says where it is
+        assert main([command[0], str(out), *command[1:]]) == 2
+        err = capsys.readouterr().err
+        assert err == f"fashionnet: error: {out}: a sweep's folder, not a run's; its chosen " \
+                      f"trial is {out / 'best'}\n"  # fmt: skip
 
 
 def test_a_sweep_killed_mid_trial_continues_and_counts_nothing_twice(tmp_path, data):

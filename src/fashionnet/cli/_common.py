@@ -51,7 +51,15 @@ DATA_HELP = "dataset folder or training file (default: the data the model was te
 
 
 def model_path(path: Path) -> Path:
-    return path / "model.npz" if path.is_dir() else path
+    """A model file, or a run folder's model.npz. A sweep's folder holds no model of its own:
+    the line says where its chosen one is, rather than that model.npz is missing."""
+    if not path.is_dir():
+        return path
+    if not (path / "model.npz").exists() and (path / "study.db").exists():
+        best = path / "best"
+        where = f"its chosen trial is {best}" if best.exists() else "no trial has been chosen yet"
+        raise UsageError(f"{path}: a sweep's folder, not a run's; {where}")
+    return path / "model.npz"
 
 
 def load_model(path: Path) -> tuple[Classifier, dict[str, Any]]:

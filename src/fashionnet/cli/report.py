@@ -10,7 +10,7 @@ import numpy as np
 
 from ..model import Classifier
 from ..runs import evaluate_test_set, recorded_data
-from ._common import DATA_HELP, UsageError, load_data, load_model, positive_int
+from ._common import DATA_HELP, UsageError, load_data, load_model, model_path, positive_int
 
 
 def add_parser(sub: Any) -> None:
@@ -55,6 +55,7 @@ def test_split(
 
 
 def run(args: argparse.Namespace) -> int:
+    model_path(args.run)  # a sweep's folder: the line says where its chosen run is
     if not (args.run / "model.npz").is_file():
         raise UsageError(f"{args.run}: no model.npz, not a finished fashionnet run folder")
     model, meta = load_model(args.run)
