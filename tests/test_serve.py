@@ -143,6 +143,8 @@ def test_bad_uploads_are_4xx_with_a_message(client, images, case):
         ({"pixels": [[0] * 784] * 65}, "", 413),
         ({"pixels": [[0] * 784], "labels": [1]}, "", 422),
         ({"pixels": "no"}, "", 422),
+        ({"pixels": [[True] + [0] * 783]}, "", 422),  # not coerced to 1
+        ({"pixels": [["5"] + [0] * 783]}, "", 422),  # not coerced to 5
         ({"pixels": [[0] * 784]}, "?top_k=0", 422),
         ({"pixels": [[0] * 784]}, "?top_k=11", 422),
         ({"pixels": [[0] * 784]}, "?top_k=x", 422),

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StrictFloat
 from starlette.concurrency import run_in_threadpool
 
 from .._fsutil import open_regular
@@ -43,7 +43,7 @@ class Pixels(BaseModel):
     """Images as rows of pixel values 0..255, each row one image (h*w values, row by row)."""
 
     model_config = ConfigDict(extra="forbid")
-    pixels: list[list[float]]
+    pixels: list[list[StrictFloat]]  # a number: true or "5" is a client's mistake, not 1 or 5
 
 
 def _model_id(path: Path | None) -> str:
