@@ -65,3 +65,21 @@ def test_a_class_missing_from_test_is_named(tmp_path, rng):
     (tmp_path / "test" / "light").rmdir()
     with pytest.raises(DataError, match="'light'"):
         load_fashion_mnist(tmp_path)
+
+
+def test_one_class_is_refused_before_a_run_starts(tmp_path, rng, capsys):
+    """A single class folder trained a 'classifier' that scored 1.0 on everything."""
+    write_images(tmp_path, rng)
+    for split in ("train", "test"):
+        for name in ("grey", "light"):
+            for p in (tmp_path / split / name).iterdir():
+                p.unlink()
+            (tmp_path / split / name).rmdir()
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path), "--val-size", "4", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"fashionnet: error: {tmp_path}: one class ('dark'); a classifier needs at least two\n"
+    )
+    assert not out.exists()

@@ -23,7 +23,7 @@ from .augment import make_augment
 from .card import write_model_card
 from .checkpoint import save_checkpoint
 from .config import ConfigError, RunConfig
-from .data import Dataset, Split, load_fashion_mnist, to_float, train_val_split
+from .data import DataError, Dataset, Split, load_fashion_mnist, to_float, train_val_split
 from .metrics import report
 from .model import Classifier, FlipAveraged, cnn, mlp, resnet, unwrap
 from .optim import Optimizer, make_optimizer
@@ -98,7 +98,10 @@ def evaluate_test_set(model: Classifier, images: np.ndarray, labels: np.ndarray)
 
 def splits_of(config: RunConfig, data: Dataset) -> tuple[Split, Split]:
     """The training and test images a run of `config` uses (its --limit applied); ConfigError
-    when its validation split would take them all."""
+    when its validation split would take them all, DataError for data of one class."""
+    if len(data.class_names) < 2:  # as scikit-learn's classifiers refuse it
+        raise DataError(f"{data.source}: one class ({data.class_names[0]!r}); a classifier "
+                        "needs at least two")  # fmt: skip
     train, test = data.train, data.test
     if config.limit:
         n = config.limit
