@@ -329,6 +329,12 @@ def test_a_sweep_killed_mid_trial_continues_and_counts_nothing_twice(tmp_path, d
     assert len(retry) == 1 and retry[0].params == trials[1].params
 
 
+def _as_from_a_terminal():
+    """SIGINT as a terminal's job has it: a job started in the background (CI's, for one)
+    inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_a_sweep_in_one_line(tmp_path, data):
     """Ctrl-C during a sweep: its workers stop with it, and stderr says so in one line (a
     disabled progress bar's multiprocessing lock, left by each stopped worker, used to add
@@ -336,7 +342,8 @@ def test_ctrl_c_stops_a_sweep_in_one_line(tmp_path, data):
     out = tmp_path / "sweep"
     argv = [sys.executable, "-m", "fashionnet", "sweep", "--out", str(out), "--trials", "200",
             "--workers", "2", "--prune", "none", *fixed(data)]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_as_from_a_terminal)  # fmt: skip
     for line in proc.stdout:  # the event: a trial has finished, so the workers are running
         if line.strip().startswith(("0 ", "1 ")):
             break
