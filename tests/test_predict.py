@@ -196,6 +196,12 @@ def test_show_draws_each_input_beside_what_the_model_saw(model_file, tmp_path, c
         assert sheet.height > sheet.width  # one row per input, three of them
     assert "what the model saw" in capsys.readouterr().err
     assert main([*args, "--show", str(tmp_path / "seen.txt")]) == 2
+    capsys.readouterr()
+    nowhere = tmp_path / "no" / "seen.png"  # refused before any prediction is printed
+    assert main([*args, "--show", str(nowhere)]) == 2
+    printed = capsys.readouterr()
+    assert printed.out == "" and printed.err == f"fashionnet: error: --show {nowhere}: no " \
+                                                f"folder {nowhere.parent}\n"  # fmt: skip
 
 
 def test_classify_takes_paths_pictures_and_arrays(model_file, tmp_path, rng):

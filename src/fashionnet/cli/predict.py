@@ -56,6 +56,8 @@ def _original(name: str) -> Any:
 def run(args: argparse.Namespace) -> int:
     if args.show is not None and args.show.suffix.lower() not in (".png", ".svg", ".pdf", ".jpg"):
         raise UsageError(f"--show {shown(args.show)}: expected a .png, .svg, .pdf or .jpg name")
+    if args.show is not None and not args.show.parent.is_dir():  # said before any prediction
+        raise UsageError(f"--show {shown(args.show)}: no folder {shown(args.show.parent)}")
     loaded = open_model(model_path(args.model))
     names = tuple(shown(n) for n in loaded.class_names)
     stdin = sys.stdin.buffer.read() if "-" in args.inputs else None
