@@ -7,10 +7,11 @@ agreement with the model on 200 test images of each kind.
 """
 
 import io
+import sys
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, features
 
 from fashionnet.data import DataError, to_float
 from fashionnet.images import background, prepare
@@ -164,3 +165,38 @@ def test_photo_variants_agree_with_the_model_on_200_images_each(real_data):
         Image.fromarray(im).save(out, "PNG")
         back.append(prepare(out.getvalue(), (28, 28)))
     assert np.array_equal(np.stack(back), data.test.images[:1000])
+
+
+def _phone_photo(fmt: str) -> bytes:
+    """The plain kind of picture saved as phones save photos: HEIC (through pillow-heif) or
+    AVIF (Pillow's own, when built with it)."""
+    with Image.open(io.BytesIO(make("plain", trousers(), np.random.default_rng(0)))) as im:
+        out = io.BytesIO()
+        if fmt == "heic":
+            pillow_heif = pytest.importorskip("pillow_heif", reason="the heif extra is missing")
+            pillow_heif.from_pillow(im.convert("RGB")).save(out, quality=90)
+        else:
+            if not features.check("avif"):
+                pytest.skip("this Pillow was built without AVIF")
+            im.convert("RGB").save(out, "AVIF", quality=90)
+        return out.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["heic", "avif"])
+def test_phone_photo_formats_come_out_as_the_dataset_image(fmt):
+    raw = _phone_photo(fmt)
+    assert raw[4:12] == b"ftyp" + fmt.encode()  # really that format, not a PNG renamed
+    seen = prepare(raw, (28, 28), name=f"photo.{fmt}")
+    assert similarity(seen, trousers()) > 0.9
+    assert seen[backdrop(trousers())].mean() < 8
+
+
+def test_a_heic_photo_without_the_extra_says_what_to_install(monkeypatch):
+    raw = _phone_photo("heic")
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # as in a base install
+    with pytest.raises(DataError) as refused:
+        prepare(raw, (28, 28), name="IMG_0001.HEIC")
+    assert str(refused.value) == (
+        "IMG_0001.HEIC: a HEIC photo (as phones save them); reading it needs the heif extra: "
+        "pip install 'fashionnet[heif]', or save it as JPEG"
+    )

@@ -3,6 +3,7 @@
 import io
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -241,3 +242,20 @@ def test_model_predict_refuses_inputs_it_would_get_wrong(rng, x, words):
     with pytest.raises(ValueError, match=words):
         model.predict(x)
     assert model.predict(to_float(np.zeros((2, 28, 28), np.uint8))).shape == (2,)  # (n, h, w) ok
+
+
+def test_heic_photos_are_found_in_folders_and_by_their_first_bytes(model_file, tmp_path, capsys):
+    """iPhones save photos as HEIC: a folder of them, and one whose name has lost its suffix."""
+    pillow_heif = pytest.importorskip("pillow_heif", reason="the heif extra is not installed")
+    path, _ = model_file
+    picture = np.full((90, 60, 3), 255, np.uint8)
+    picture[10:80, 20:40] = 30
+    (tmp_path / "photos").mkdir()
+    Image.fromarray(picture).save(tmp_path / "photos" / "a.png")
+    pillow_heif.from_pillow(Image.fromarray(picture)).save(tmp_path / "photos" / "b.HEIC")
+    (tmp_path / "b-copy").write_bytes((tmp_path / "photos" / "b.HEIC").read_bytes())
+    argv = ["predict", str(path), str(tmp_path / "photos"), str(tmp_path / "b-copy"), "--json"]
+    assert main(argv) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [Path(r["input"]).name for r in lines] == ["a.png", "b.HEIC", "b-copy"]
+    assert len({r["predictions"][0]["class"] for r in lines}) == 1  # the same picture, 3 files

@@ -15,14 +15,14 @@ import numpy as np
 
 from .data import DataError, read_idx
 from .data.formats import _read_bytes, parse_csv
-from .data.image_folders import IMAGE_SUFFIXES
+from .data.image_folders import IMAGE_KINDS, IMAGE_SUFFIXES
 from .data.npzfile import read_arrays
 from .images import array_to_gray, prepare
 
 IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"RIFF")
 ARRAY_SUFFIXES = (".npz", ".npy")
 IDX_SUFFIXES = (".idx", ".gz", ".ubyte")
-EXPECTED = "an image (PNG, JPEG, GIF, BMP, WebP), a folder of them, .csv, .npz, .npy, IDX or -"
+EXPECTED = f"an image ({IMAGE_KINDS}), a folder of them, .csv, .npz, .npy, IDX or -"
 
 
 def _csv_images(raw: bytes, name: str, n_pixels: int) -> np.ndarray:
@@ -81,6 +81,11 @@ def as_images(batch: np.ndarray, name: str, shape: tuple[int, int]) -> np.ndarra
     return np.stack(views)
 
 
+def _is_image(raw: bytes) -> bool:
+    """Picture data, by its first bytes (AVIF and HEIC: an ISO 'ftyp' box)."""
+    return raw.startswith(IMAGE_MAGIC) or raw[4:8] == b"ftyp"
+
+
 def _square(n: int) -> int:
     side = round(n**0.5)
     return side if side * side == n and side > 1 else 0
@@ -107,7 +112,7 @@ def _file(path: Path, shape: tuple[int, int]) -> tuple[list[str], np.ndarray]:
     if "idx" in path.name or suffix in IDX_SUFFIXES:
         return _numbered(name, as_images(read_idx(path), name, shape))
     raw = _read_bytes(path)
-    if raw.startswith(IMAGE_MAGIC):
+    if _is_image(raw):
         return [name], prepare(raw, shape, name=name)[None]
     if raw.startswith((b"PK\x03\x04", b"\x93NUMPY")):
         return _numbered(name, as_images(read_arrays(path), name, shape))
@@ -125,7 +130,7 @@ def iter_inputs(
     for arg in paths:
         if arg == "-":
             raw = stdin or b""
-            if raw.startswith(IMAGE_MAGIC):
+            if _is_image(raw):
                 yield ["-"], prepare(raw, shape, name="stdin")[None]
             else:
                 yield _numbered("-", _csv_images(raw, "stdin", shape[0] * shape[1]))

@@ -17,6 +17,28 @@ from .formats import DataError, Split
 # what an image may have, checked from its header before decoding: a 48-megapixel phone photo
 # fits; a 30000 x 30000 PNG of 110 KB (a decompression bomb) does not
 MAX_IMAGE_PIXELS = 50_000_000
+# the major brands of HEIF files (ISO/IEC 23008-12), as iPhones and many Android phones save
+# their photos: Pillow reads them once the `heif` extra (pillow-heif) has registered its opener
+HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1",
+               b"msf1")  # fmt: skip
+IMAGE_KINDS = "PNG, JPEG, GIF, BMP, WebP, AVIF or HEIC"
+
+
+def is_heif(head: bytes) -> bool:
+    """Whether a file's first 12 bytes are a HEIF file's (an ISO box 'ftyp' of a HEIF brand)."""
+    return head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS
+
+
+def _read_heif(name: str) -> None:
+    """Let Pillow open HEIF files: pillow-heif registers its opener (once, imported here only)."""
+    try:
+        import pillow_heif  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        raise DataError(
+            f"{name}: a HEIC photo (as phones save them); reading it needs the heif extra: "
+            "pip install 'fashionnet[heif]', or save it as JPEG"
+        ) from None
+    pillow_heif.register_heif_opener()
 
 
 @contextmanager
@@ -33,19 +55,22 @@ def open_image(source: Path | bytes, name: str) -> Iterator[Any]:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             fp = io.BytesIO(source) if isinstance(source, bytes) else open_regular(source)
-            with fp, Image.open(fp) as im:
-                w, h = im.size
-                if w * h > MAX_IMAGE_PIXELS:
-                    raise DataError(f"{name}: {w}x{h} pixels, over the limit of "
-                                    f"{MAX_IMAGE_PIXELS:,}")  # fmt: skip
-                yield im
+            with fp:
+                if is_heif(fp.read(12)):
+                    _read_heif(name)
+                fp.seek(0)
+                with Image.open(fp) as im:
+                    w, h = im.size
+                    if w * h > MAX_IMAGE_PIXELS:
+                        raise DataError(f"{name}: {w}x{h} pixels, over the limit of "
+                                        f"{MAX_IMAGE_PIXELS:,}")  # fmt: skip
+                    yield im
         except DataError:
             raise
         except UnidentifiedImageError:  # Pillow's own message names a BytesIO object, not a file
             start = source[:8] if isinstance(source, bytes) else _head(source)
             raise DataError(
-                f"{name}: not an image (it starts with {start!r}; expected PNG, JPEG, GIF, BMP "
-                "or WebP data)"
+                f"{name}: not an image (it starts with {start!r}; expected {IMAGE_KINDS} data)"
             ) from None
         except bad as e:
             raise DataError(f"{name}: not a readable image ({e})") from None
@@ -56,7 +81,7 @@ def _head(path: Path) -> bytes:
         return f.read(8)
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".avif", ".heic", ".heif")
 
 
 def read_image_folder(
