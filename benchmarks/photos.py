@@ -24,7 +24,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 from fashionnet.checkpoint import load_model  # noqa: E402
 from fashionnet.data import load_fashion_mnist, to_float  # noqa: E402
-from fashionnet.images import prepare  # noqa: E402
+from fashionnet.data.photos import prepare  # noqa: E402
 from photo_variants import KINDS, make  # noqa: E402
 
 

@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "fashionnet"
 RANKS = {
     "_version": 0, "_fsutil": 0, "_text": 0, "threads": 0,
     "data": 1, "layers": 1,
-    "losses": 2, "metrics": 2, "schedules": 2, "augment": 2, "config": 2, "images": 2,
+    "losses": 2, "metrics": 2, "schedules": 2, "augment": 2, "config": 2,
     "optim": 3, "predict": 3,
     "model": 4,
     "train": 5, "facts": 5,

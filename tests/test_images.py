@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, features
 
 from fashionnet.data import DataError, to_float
-from fashionnet.images import background, prepare
+from fashionnet.data.photos import background, prepare
 from photo_variants import KINDS, make
 
 

@@ -17,7 +17,7 @@ from .data import DataError, read_idx
 from .data.formats import _read_bytes, parse_csv
 from .data.image_folders import IMAGE_KINDS, IMAGE_SUFFIXES
 from .data.npzfile import read_arrays
-from .images import array_to_gray, prepare
+from .data.photos import array_to_gray, prepare
 
 IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"RIFF")
 ARRAY_SUFFIXES = (".npz", ".npy")

@@ -15,7 +15,7 @@ from .._text import shown
 from ..classify import open_model, top_classes
 from ..data import to_float
 from ..data.image_folders import IMAGE_SUFFIXES, open_image
-from ..images import to_gray
+from ..data.photos import to_gray
 from ..predict import load_inputs
 from ._common import MODEL_HELP, UsageError, model_path, positive_int
 

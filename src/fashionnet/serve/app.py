@@ -28,7 +28,7 @@ from .._fsutil import open_regular
 from .._version import __version__
 from ..classify import LoadedModel, open_model, top_classes
 from ..data import DataError, to_float
-from ..images import prepare
+from ..data.photos import prepare
 from .batcher import Batcher
 from .limits import BodyLimit, status_of
 from .metrics import Metrics, MetricsMiddleware

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from .data import DataError
-from .data.image_folders import open_image
+from .formats import DataError
+from .image_folders import open_image
 
 # border pixels used to fit the background; more add nothing but time on a 48-megapixel photo
 _BORDER_SAMPLES = 4096
