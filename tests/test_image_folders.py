@@ -83,3 +83,29 @@ def test_one_class_is_refused_before_a_run_starts(tmp_path, rng, capsys):
         == f"fashionnet: error: {tmp_path}: one class ('dark'); a classifier needs at least two\n"
     )
     assert not out.exists()
+
+
+def test_photos_in_class_folders_are_framed_as_predict_frames_them(tmp_path, capsys):
+    """Phone photos in class folders trained a network on their full size (1200x900: the
+    default MLP was killed for memory); they are now framed at 28x28 by predict's pipeline, so
+    a training picture and the same file given to predict are the same 28x28 image."""
+    from fashionnet.data.photos import prepare
+
+    for split, count in (("train", 5), ("test", 2)):
+        for label, name in enumerate(("long", "short")):
+            folder = tmp_path / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                photo = np.full((240, 180, 3), 235, np.uint8)  # a light backdrop, portrait
+                photo[30 + 60 * label : 210, 70 + i : 110 + i] = 40  # a dark garment
+                Image.fromarray(photo).save(folder / f"{i}.jpg", quality=90)
+    data = load_fashion_mnist(tmp_path)
+    assert data.train.images.shape == (10, 28, 28) and data.test.images.shape == (4, 28, 28)
+    first = tmp_path / "train" / "long" / "0.jpg"
+    assert np.array_equal(data.train.images[0], prepare(first.read_bytes(), (28, 28)))
+    assert data.train.images[0][0].max() > 0 and data.train.images[0][:, 0].max() == 0  # tall
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(tmp_path), "--val-size", "2", "--epochs", "2", "--hidden",
+            "16", "--out", str(out), "--quiet", "--no-report"]  # fmt: skip
+    assert main(argv) == 0
+    assert json.loads((out / "metrics.json").read_text())["n_parameters"] < 784 * 16 + 1000

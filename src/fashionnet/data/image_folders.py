@@ -82,17 +82,27 @@ def _head(path: Path) -> bytes:
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".avif", ".heic", ".heif")
+# a picture larger than this on a side is a photo, not a dataset image: it is framed at 28x28
+# by the pipeline predict uses (photos.prepare), so a model sees its training pictures as it will
+# see pictures at prediction time, and no network is built on 1200x900 inputs (the default MLP's
+# weights and Adam state on those would take 17 GB)
+MAX_DATASET_SIDE = 64
+PHOTO_SIZE = (28, 28)
 
 
 def read_image_folder(
     folder: Path, *, class_names: tuple[str, ...] | None = None, size: tuple[int, int] | None = None
 ) -> tuple[Split, tuple[str, ...]]:
-    """One sub-folder per class with images inside, converted to grayscale at `size`.
+    """One sub-folder per class with images inside, converted to grayscale at `size` (w, h).
 
     Classes are the sub-folder names in sorted order (or `class_names`, which must all exist).
-    Without `size`, every image must already have the size of the first one.
+    Without `size`, the first image's size, or 28x28 when it is a photo. Photos (over
+    MAX_DATASET_SIDE pixels on a side) are framed as predict frames them; dataset-sized
+    images are resized to `size` when they differ.
     """
     from PIL import Image  # imported here: only image folders need it
+
+    from .photos import prepare  # imported here: photos.py uses this module's open_image
 
     found = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     names = class_names if class_names is not None else tuple(found)
@@ -107,12 +117,15 @@ def read_image_folder(
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
             with open_image(path, str(path)) as im:
-                gray = im.convert("L")
-                if size is None:
-                    size = gray.size
-                if gray.size != size:
-                    gray = gray.resize(size, Image.Resampling.LANCZOS)
-                images.append(np.asarray(gray, dtype=np.uint8))
+                if max(im.size) > MAX_DATASET_SIDE:  # a photo
+                    size = size or PHOTO_SIZE
+                    images.append(prepare(im, (size[1], size[0]), name=str(path)))
+                else:
+                    gray = im.convert("L")
+                    size = size or gray.size
+                    if gray.size != size:
+                        gray = gray.resize(size, Image.Resampling.LANCZOS)
+                    images.append(np.asarray(gray, dtype=np.uint8))
             labels.append(label)
     if not images:
         raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in the class folders")
