@@ -1,7 +1,7 @@
 """Inputs for prediction, as the model's uint8 images: picture files, folders of them, CSV / IDX /
 NPZ / NPY files, bytes from stdin, and from Python PIL images and arrays.
 
-Every picture goes through the one pipeline in images.py; arrays that already have the model's
+Every picture goes through the one pipeline in data/photos.py; arrays that already have the model's
 image size are taken as they are (they are dataset images), other arrays are pictures too.
 """
 
