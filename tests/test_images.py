@@ -200,3 +200,12 @@ def test_a_heic_photo_without_the_extra_says_what_to_install(monkeypatch):
         "IMG_0001.HEIC: a HEIC photo (as phones save them); reading it needs the heif extra: "
         "pip install 'fashionnet[heif]', or save it as JPEG"
     )
+
+
+def test_a_truncated_heic_photo_is_one_clean_line():
+    raw = _phone_photo("heic")
+    with pytest.raises(DataError) as refused:
+        prepare(raw[: len(raw) * 3 // 4], (28, 28), name="IMG_0002.HEIC")
+    message = str(refused.value)  # pillow-heif's own words end with a newline: not kept
+    assert message.startswith("IMG_0002.HEIC: not a readable image (") and message.endswith(")")
+    assert "\n" not in message

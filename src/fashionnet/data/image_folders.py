@@ -73,7 +73,7 @@ def open_image(source: Path | bytes, name: str) -> Iterator[Any]:
                 f"{name}: not an image (it starts with {start!r}; expected {IMAGE_KINDS} data)"
             ) from None
         except bad as e:
-            raise DataError(f"{name}: not a readable image ({e})") from None
+            raise DataError(f"{name}: not a readable image ({str(e).strip()})") from None
 
 
 def _head(path: Path) -> bytes:

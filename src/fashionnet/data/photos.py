@@ -181,7 +181,7 @@ def prepare(
             try:
                 gray = to_gray(im)
             except (OSError, ValueError) as e:  # decoding happens here, after the header
-                raise DataError(f"{name}: not a readable image ({e})") from None
+                raise DataError(f"{name}: not a readable image ({str(e).strip()})") from None
     elif isinstance(source, Image.Image):
         gray = to_gray(source)
     else:
