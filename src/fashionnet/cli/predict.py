@@ -27,8 +27,9 @@ def add_parser(sub: Any) -> None:
                         description="Classify pictures (photos are framed as the training images "
                         "were: see docs/photos.md) and image files.")  # fmt: skip
     pr.add_argument("model", type=Path, help=MODEL_HELP)
-    pr.add_argument("inputs", nargs="+", help="PNG/JPEG/GIF/BMP/WebP pictures, folders of them "
-                    "(searched recursively), .csv, .npz, .npy, IDX files, - (stdin)")  # fmt: skip
+    pr.add_argument("inputs", nargs="+", help="PNG/JPEG/GIF/BMP/WebP/AVIF pictures, HEIC photos "
+                    "(with the heif extra), folders of them (searched recursively), .csv, .npz, "
+                    ".npy, IDX files, - (stdin)")  # fmt: skip
     pr.add_argument("--top-k", type=positive_int, default=1,
                     help="the K most probable classes (default: 1)")  # fmt: skip
     pr.add_argument("--json", action="store_true",
