@@ -68,16 +68,14 @@ def _fetch(url: str, part: Path, timeout: float) -> None:
     with _open_part(part) as f:
         offset = os.fstat(f.fileno()).st_size
         try:
-            _fetch_into(f, url, offset, timeout)
-        except BaseException as e:
+            _fetch_into(f, part, url, offset, timeout)
+        except BaseException:
             if os.fstat(f.fileno()).st_size == 0:  # nothing came: leave no empty .part behind
                 part.unlink(missing_ok=True)
-            if isinstance(e, OSError) and e.errno in LOCAL_ERRNOS:  # the part is kept to resume
-                raise OSError(e.errno, e.strerror, str(part)) from None
             raise
 
 
-def _fetch_into(f: IO[bytes], url: str, offset: int, timeout: float) -> None:
+def _fetch_into(f: IO[bytes], part: Path, url: str, offset: int, timeout: float) -> None:
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     try:
         with urllib.request.urlopen(
@@ -104,8 +102,8 @@ def _fetch_into(f: IO[bytes], url: str, offset: int, timeout: float) -> None:
             return
         raise DataError(f"{url}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, HTTPException, OSError) as e:
-        if isinstance(e, OSError) and e.errno in LOCAL_ERRNOS:
-            raise
+        if isinstance(e, OSError) and e.errno in LOCAL_ERRNOS:  # the part is kept to resume
+            raise OSError(e.errno, e.strerror, str(part)) from None
         raise DataError(f"{url}: download interrupted ({e}); run again to resume") from None
 
 
