@@ -2,7 +2,10 @@
 write first. No batching: each request decodes its PNG with PIL and runs the model's NumPy
 forward pass on that one image. Run by benchmarks/serve_load.py as
 
-    FASHIONNET_PLAIN_MODEL=MODEL uvicorn --app-dir benchmarks plain_server:app --workers 2
+    FASHIONNET_PLAIN_MODEL=MODEL uvicorn --app-dir benchmarks plain_server:app --workers 2 --fd N
+
+where N is a socket the benchmark already listens on (uvicorn's own workers listen only once
+their startup is logged, too late for a client that starts at that line).
 """
 
 import io

@@ -195,11 +195,12 @@ def ab(port: int, body: Path, n: int) -> dict:
 
 def throughput(contenders: dict[str, tuple[list[str], int, dict | None]], body: Path, n: int,
                rounds: int) -> dict:  # fmt: skip
-    """Each contender in turn, `rounds` times (A B A B ...), a fresh server each round."""
+    """Each contender in turn, `rounds` times (A B A B ...), a fresh server each round; a plain
+    uvicorn is handed a socket that already listens (tests/serving.py says why)."""
     runs: dict[str, list[dict]] = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, (cmd, workers, env) in contenders.items():
-            proc, port = start_server(cmd, workers, env)
+            proc, port = start_server(cmd, workers, env, own_socket="uvicorn" in cmd)
             try:
                 ab(port, body, max(200, n // 10))  # warm-up, not counted
                 runs[name].append(ab(port, body, n))
@@ -267,7 +268,7 @@ def main() -> None:
         serve = [sys.executable, "-m", "fashionnet", "serve", "--port", "0", "--workers", "2"]
         plain_env = {**os.environ, "FASHIONNET_PLAIN_MODEL": str(args.mlp_run / "model.npz")}
         plain = [sys.executable, "-m", "uvicorn", "--app-dir", str(HERE), "plain_server:app",
-                 "--port", "0", "--workers", "2", "--no-access-log"]  # fmt: skip
+                 "--workers", "2", "--no-access-log"]  # fmt: skip
         one_thread = {**plain_env, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
         mlp = throughput({"plain FastAPI endpoint": (plain, 2, plain_env),
                           "plain, one BLAS thread": (plain, 2, one_thread),

@@ -1,6 +1,8 @@
 """Helpers for the server tests: a picture as PNG bytes, and a real `fashionnet serve` process."""
 
 import io
+import re
+import socket
 import struct
 import subprocess
 import sys
@@ -28,15 +30,26 @@ def bomb() -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 999))
 
 
-def start_server(cmd, workers=1, env=None):
-    """A server process started with `cmd`, returned with its port once uvicorn listens and
-    every worker has finished its startup (warm-up included): events from its log, no waiting
-    on a clock."""
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
-    port, started = None, 0
+def start_server(cmd, workers=1, env=None, *, own_socket=False):
+    """A server process started with `cmd`, returned with its port once every worker has
+    finished its startup (warm-up included): events from its log, no waiting on a clock.
+
+    `fashionnet serve` announces its port once it listens. A plain uvicorn with --workers N
+    does not (its workers listen after their startup is logged): with `own_socket`, this helper
+    listens on a free port itself and hands the socket over with uvicorn's --fd, so no request
+    ever meets a closed port."""
+    port, fds = None, ()
+    if own_socket:
+        sock = socket.create_server(("127.0.0.1", 0), backlog=2048)
+        port, fds = sock.getsockname()[1], (sock.fileno(),)
+        cmd = [*cmd, "--fd", str(sock.fileno())]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, pass_fds=fds)
+    if own_socket:
+        sock.close()  # the server holds it now
+    started = 0
     for line in proc.stderr:
-        if "Uvicorn running on" in line:
-            port = int(line.rsplit(":", 1)[1].split()[0])
+        if found := re.search(r"^fashionnet serve: .* on http://\S+:(\d+)/ \(Ctrl-C stops\)", line):
+            port = int(found.group(1))
         started += "Application startup complete" in line
         if port is not None and started == workers:
             return proc, port

@@ -249,6 +249,32 @@ def test_serve_answers_then_stops_on_sigterm_with_exit_0(run_dir, images, worker
         proc.stderr.close()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_request_sent_as_soon_as_the_address_is_announced_is_answered(run_dir, images, workers):
+    """The announced address is the one listening (--port 0 included), and it listens before
+    it is announced: with several workers, uvicorn's own workers listen only after their
+    startup, and a client that connected at the announcement was refused."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "fashionnet", "serve", str(run_dir), "--port", "0",
+           "--workers", str(workers)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        assert line.startswith("fashionnet serve: ") and line.endswith(" (Ctrl-C stops)\n")
+        port = int(line.rsplit(":", 1)[1].split("/")[0])
+        with socket.create_connection(("127.0.0.1", port), timeout=120) as client:
+            body = png(images[0])
+            client.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                           b"Content-Length: %d\r\n\r\n" % len(body) + body)  # fmt: skip
+            assert client.recv(12) == b"HTTP/1.1 200"
+    finally:
+        proc.terminate()
+        proc.wait()
+        proc.stderr.close()
+
+
 def test_a_slow_client_does_not_hold_the_server(run_dir, images):
     """A client that sends half its body and stalls: another request is answered meanwhile."""
     import socket

@@ -5,57 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ..classify import open_model
 from ._common import MODEL_HELP, UsageError, model_path, positive_float, positive_int
-
-
-def _server_class() -> Any:
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        """uvicorn's server, except that SIGTERM / SIGINT end it with exit 0 once the requests
-        in flight are answered (uvicorn re-raises the signal afterwards: exit -15 / 130)."""
-
-        @contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            previous = {s: signal.signal(s, self.handle_exit) for s in HANDLED}
-            try:
-                yield
-            finally:
-                for s, handler in previous.items():
-                    signal.signal(s, handler)
-
-    return Server
-
-
-HANDLED = (signal.SIGINT, signal.SIGTERM)
-
-
-def _check_address(host: str, port: int, workers: int) -> None:
-    """Bind host:port as uvicorn will, with SO_REUSEADDR, then let it go: a port in use or a host
-    that is not this machine's is one line and exit 2 here, rather than uvicorn's startup log and
-    its exit 3. One worker listens on every address the name resolves to (asyncio's
-    create_server); several share one socket, IPv6 for an address with a colon, else IPv4."""
-    family = socket.AF_UNSPEC if workers == 1 else (
-        socket.AF_INET6 if ":" in host else socket.AF_INET)  # fmt: skip
-    try:
-        found = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
-        for af, kind, proto, _, address in found if workers == 1 else found[:1]:
-            with socket.socket(af, kind, proto) as sock:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if af == socket.AF_INET6:  # as asyncio: the IPv4 address gets its own socket
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                sock.bind(address)
-    except OSError as e:  # socket.gaierror included: a name that does not resolve
-        raise UsageError(f"--host {host} --port {port}: {e.strerror or e}") from None
 
 
 def add_parser(sub: Any) -> None:
@@ -88,8 +43,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        import uvicorn
-
+        from ..serve import server
         from ..serve.app import create_app
     except ImportError as e:
         raise UsageError(f"fashionnet serve needs the serve extra ({e.name} is missing): "
@@ -100,19 +54,26 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-wait-ms {args.max_wait_ms:g}: expected 0 or more")
     path = model_path(args.model)
     loaded = open_model(path)  # a model that fails to load stops here: one line, exit 2
-    _check_address(args.host, args.port, args.workers)
+    try:
+        sockets = server.listen(args.host, args.port)
+    except OSError as e:  # socket.gaierror included: a name that does not resolve
+        raise UsageError(f"--host {args.host} --port {args.port}: {e.strerror or e}") from None
     settings = {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms,
                 "max_upload_mb": args.max_upload_mb, "blas_threads": args.threads}  # fmt: skip
-    common: dict[str, Any] = {"host": args.host, "port": args.port, "access_log": args.access_log,
-                              "log_level": "info", "timeout_keep_alive": 5}  # fmt: skip
-    where = f"http://[{args.host}]:{args.port}/" if ":" in args.host else (
-        f"http://{args.host}:{args.port}/")  # fmt: skip
+    common: dict[str, Any] = {"access_log": args.access_log, "log_level": "info",
+                              "timeout_keep_alive": 5}  # fmt: skip
+    port = sockets[0].getsockname()[1]  # the one --port 0 got
+    where = f"http://[{args.host}]:{port}/" if ":" in args.host else f"http://{args.host}:{port}/"
     print(f"fashionnet serve: {path} ({len(loaded.class_names)} classes) on {where} "
           "(Ctrl-C stops)", file=sys.stderr, flush=True)  # fmt: skip
-    if args.workers == 1:
-        _server_class()(uvicorn.Config(create_app(path, **settings), **common)).run()
-    else:  # each worker process builds its own app from the settings
-        os.environ["FASHIONNET_SERVE"] = json.dumps({"model": str(path), **settings})
-        uvicorn.run("fashionnet.serve.app:app_from_env", factory=True, workers=args.workers,
-                    **common)  # fmt: skip
+    try:
+        if args.workers == 1:
+            server.run(create_app(path, **settings), sockets, workers=1, **common)
+        else:  # each worker process builds its own app from the settings
+            os.environ["FASHIONNET_SERVE"] = json.dumps({"model": str(path), **settings})
+            server.run("fashionnet.serve.app:app_from_env", sockets, workers=args.workers,
+                       factory=True, **common)  # fmt: skip
+    finally:
+        for sock in sockets:
+            sock.close()
     return 0
