@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import write_idx_folder
+from conftest import write_idx_folder, write_learnable
 from fashionnet.checkpoint import read_checkpoint
 from fashionnet.cli import main
 from fashionnet.config import PRESETS
@@ -79,6 +79,31 @@ def test_train_writes_the_run_folder_and_evaluate_reproduces_it(tmp_path, tiny_d
     table = capsys.readouterr().out
     assert f"test accuracy {metrics['test_accuracy']:.4f}" in table
     assert "Ankle boot" in table and "precision" in table
+
+
+def test_evaluate_and_report_need_only_the_test_data(tmp_path, capsys):
+    """The test files alone, or a test file itself, are enough: both were refused for want of
+    training data. Labels the model has no class for are one line, not an IndexError."""
+    data = write_learnable(tmp_path / "data", 60, 40)
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "seed", "--data", str(data), "--epochs", "2",
+                 "--val-size", "20", "--out", str(run), "--quiet", "--no-report"]) == 0  # fmt: skip
+    metrics = json.loads((run / "metrics.json").read_text())
+    (data / "train.npz").unlink()
+    capsys.readouterr()
+    for where in (data, data / "test.npz"):
+        assert main(["evaluate", str(run), "--data", str(where), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["test_accuracy"] == metrics["test_accuracy"]
+    assert main(["report", str(run), "--data", str(data / "test.npz")]) == 0
+    assert (run / "report" / "report.html").is_file()
+
+    with np.load(data / "test.npz") as f:
+        np.savez(tmp_path / "wider.npz", x=f["x"], y=f["y"] + 10)
+    for command in ("evaluate", "report"):
+        assert main([command, str(run), "--data", str(tmp_path / "wider.npz")]) == 2
+        err = capsys.readouterr().err
+        assert err.endswith("wider.npz: labels go up to 19, the model knows 10 classes\n")
+        assert err.count("\n") == 1
 
 
 def test_same_seed_same_model_file_weights(tmp_path, tiny_data):

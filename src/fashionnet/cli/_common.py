@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,10 @@ def positive_float(text: str) -> float:
 
 
 MODEL_HELP = "model file (model.npz in a run folder) or run folder"
-DATA_HELP = "dataset folder or training file (default: the data the model was tested on)"
+DATA_HELP = (
+    "dataset folder, or a training or test file (default: the data the model was "
+    "tested on); only the test split is read"
+)
 
 
 def model_path(path: Path) -> Path:
@@ -69,6 +73,10 @@ def load_model(path: Path) -> tuple[Classifier, dict[str, Any]]:
 def load_data(path: str | None) -> Dataset:
     """The dataset, its warnings (a checksum mismatch, say) printed to stderr."""
     data = load_fashion_mnist(path)
-    for note in data.warnings:
-        print(f"fashionnet: warning: {shown(note)}", file=sys.stderr)
+    warn(data.warnings)
     return data
+
+
+def warn(notes: Iterable[str]) -> None:
+    for note in notes:
+        print(f"fashionnet: warning: {shown(note)}", file=sys.stderr)

@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from ..data import load_test_split
 from ..model import Classifier
 from ..runs import evaluate_test_set, recorded_data
-from ._common import DATA_HELP, UsageError, load_data, load_model, model_path, positive_int
+from ._common import DATA_HELP, UsageError, load_model, model_path, positive_int, warn
 
 
 def add_parser(sub: Any) -> None:
@@ -41,17 +42,27 @@ def test_split(
     meta: dict[str, Any], data_path: str | None, limit: int | None
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """(images, labels, source) of the test split a model is measured on: the flags' data and
-    limit, else those it was trained and tested with."""
+    limit, else those it was trained and tested with. Only test data is read: a folder of the
+    test files alone, or a test file itself, will do."""
     recorded_path, recorded_limit = recorded_data(meta)
-    data = load_data(data_path or recorded_path)
+    names = meta.get("class_names")
+    expected = meta.get("image_shape")
+    split, source, notes = load_test_split(
+        data_path or recorded_path,
+        class_names=tuple(names) if isinstance(names, list) else None,
+        size=(expected[1], expected[0]) if isinstance(expected, list) and len(expected) == 2
+        else None,
+    )  # fmt: skip
+    warn(notes)
     limit = limit or recorded_limit
-    images, labels = data.test.images[:limit], data.test.labels[:limit]
-    expected = tuple(meta.get("image_shape", images.shape[1:]))
+    images, labels = split.images[:limit], split.labels[:limit]
+    expected = tuple(expected or images.shape[1:])
     if images.shape[1:] != expected:
-        raise UsageError(
-            f"{data.source}: images are {images.shape[1:]}, the model expects {expected}"
-        )
-    return images, labels, data.source
+        raise UsageError(f"{source}: images are {images.shape[1:]}, the model expects {expected}")
+    top = int(labels.max(initial=0))
+    if isinstance(names, list) and top >= len(names):
+        raise UsageError(f"{source}: labels go up to {top}, the model knows {len(names)} classes")
+    return images, labels, source
 
 
 def run(args: argparse.Namespace) -> int:

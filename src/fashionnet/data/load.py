@@ -177,15 +177,12 @@ def load_fashion_mnist(path: str | os.PathLike[str] | None = None) -> Dataset:
         train = load_split(where, "train", None, notes)
         test = load_split(where, "test", None, notes)
     else:
-        test_file = where.with_name(where.name.replace("train", "test"))
-        if test_file == where:  # found by its name: "expected x.csv" would name the file itself
+        if "train" not in where.name:  # "expected x.csv" would name the file itself
             raise DataError(
                 f"{where}: a training file's name must hold 'train' (its test file is named with "
                 "'test' in its place), or pass their folder"
             )
-        if not test_file.is_file():
-            raise DataError(f"{where}: no test file beside it (expected {test_file.name})")
-        train, test = read_file(where), read_file(test_file)
+        train, test = read_file(where), read_file(_test_file_of(where))
     top = int(max(train.labels.max(initial=0), test.labels.max(initial=0)))
     if names is not None and top >= len(names):  # said here: the label files are not wrong
         raise DataError(
@@ -201,6 +198,37 @@ def load_fashion_mnist(path: str | os.PathLike[str] | None = None) -> Dataset:
             f"{test.images.shape[1:]}: they must agree"
         )
     return Dataset(train, test, class_names=names, source=str(where), warnings=tuple(notes))
+
+
+def _test_file_of(train_file: Path) -> Path:
+    test_file = train_file.with_name(train_file.name.replace("train", "test"))
+    if not test_file.is_file():
+        raise DataError(f"{train_file}: no test file beside it (expected {test_file.name})")
+    return test_file
+
+
+def load_test_split(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    class_names: tuple[str, ...] | None = None,
+    size: tuple[int, int] | None = None,
+) -> tuple[Split, str, tuple[str, ...]]:
+    """Only the test split, for measuring a trained model: (split, source, warnings).
+
+    Found as load_fashion_mnist finds it, with no training data needed: a folder's test files
+    (IDX, CSV, test.npz) or its test/ image folder, read with the model's `class_names` and
+    image `size` (w, h); a file whose name holds 'train' stands for its test file, any other
+    .csv or .npz file is the test split itself.
+    """
+    where = find_data(path)
+    notes: list[str] = []
+    if where.is_dir() and (where / "test").is_dir():  # image folders, per class
+        test, _ = read_image_folder(where / "test", class_names=class_names, size=size)
+        return test, str(where / "test"), ()
+    if where.is_dir():
+        return load_split(where, "test", None, notes), str(where), tuple(notes)
+    test_file = _test_file_of(where) if "train" in where.name else where
+    return read_file(test_file), str(test_file), ()
 
 
 def to_float(images: np.ndarray) -> np.ndarray:
