@@ -1,6 +1,7 @@
 """Datasets as folders of images: train/<class>/*.png and test/<class>/*.png."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -46,6 +47,10 @@ def test_train_and_evaluate_on_image_folders(tmp_path, rng, capsys):
     # 12 test images, RGB at another size: well above chance (1/3), and evaluate agrees exactly
     # (which of the two brighter classes wins a borderline image depends on the seed)
     assert trained >= 2 / 3
+    assert f"test accuracy {trained:.4f}" in capsys.readouterr().out
+    # the test images alone will do, read with the run's class names and image size
+    shutil.rmtree(tmp_path / "train")
+    assert main(["evaluate", str(out), "--data", str(tmp_path)]) == 0
     assert f"test accuracy {trained:.4f}" in capsys.readouterr().out
 
 

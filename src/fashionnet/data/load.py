@@ -207,6 +207,12 @@ def _test_file_of(train_file: Path) -> Path:
     return test_file
 
 
+def _has_split(folder: Path, split: str) -> bool:
+    """Whether load_split finds `split` files in `folder`."""
+    idx = all(_find_file(folder, stem) for stem in IDX_FILES[split])
+    return idx or any((folder / n).is_file() for n in (CSV_FILES[split], f"{split}.npz"))
+
+
 def load_test_split(
     path: str | os.PathLike[str] | None = None,
     *,
@@ -222,9 +228,11 @@ def load_test_split(
     """
     where = find_data(path)
     notes: list[str] = []
-    if where.is_dir() and (where / "test").is_dir():  # image folders, per class
-        test, _ = read_image_folder(where / "test", class_names=class_names, size=size)
-        return test, str(where / "test"), ()
+    images = where / "test"
+    # image folders, per class: where training found them (beside train/), or the only test data
+    if images.is_dir() and ((where / "train").is_dir() or not _has_split(where, "test")):
+        test, _ = read_image_folder(images, class_names=class_names, size=size)
+        return test, str(images), ()
     if where.is_dir():
         return load_split(where, "test", None, notes), str(where), tuple(notes)
     test_file = _test_file_of(where) if "train" in where.name else where
