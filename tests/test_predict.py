@@ -76,6 +76,33 @@ def test_bad_inputs_are_one_line(model_file, tmp_path, content, capsys):
     assert err.count("\n") == 1 and "bad." in err
 
 
+def test_an_unreadable_input_is_named_and_the_others_are_classified(model_file, tmp_path, capsys):
+    """One broken photo in a folder, or a missing file among the arguments, used to stop the
+    whole command with nothing classified. Each is one line now; the rest are classified, the
+    --show sheet drawn for them, and the exit status is still 2."""
+    path, _ = model_file
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((28, 28), 40 * i, np.uint8)).save(folder / f"{i}.png")
+    (folder / "1.png").write_bytes(b"\x89PNG cut short")
+    sheet = tmp_path / "seen.png"
+    argv = ["predict", str(path), str(folder), str(tmp_path / "gone.jpg"), "--json"]
+    assert main([*argv, "--show", str(sheet)]) == 2
+    out, err = capsys.readouterr()
+    assert [json.loads(line)["input"] for line in out.splitlines()] == [
+        str(folder / "0.png"), str(folder / "2.png")]  # fmt: skip
+    lines = err.splitlines()
+    assert lines[0].startswith(f"fashionnet: error: {folder / '1.png'}: ")
+    assert lines[1] == f"fashionnet: error: {tmp_path / 'gone.jpg'}: no such file or folder"
+    assert lines[2:] == [f"what the model saw: {sheet}"] and sheet.is_file()
+    # nothing readable: nothing printed, no sheet
+    sheet.unlink()
+    assert main(["predict", str(path), str(folder / "1.png"), "--show", str(sheet)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and not sheet.exists()
+
+
 @pytest.mark.realdata
 def test_predict_on_the_test_csv_agrees_with_evaluate_to_the_last_image(
     tmp_path, real_data, capsys

@@ -7,7 +7,8 @@ image size are taken as they are (they are dataset images), other arrays are pic
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -123,35 +124,65 @@ def _numbered(name: str, batch: np.ndarray) -> tuple[list[str], np.ndarray]:
     return [f"{name}:{i}" for i in range(len(batch))], batch
 
 
+def _one(arg: str, shape: tuple[int, int], stdin: bytes | None) -> tuple[list[str], np.ndarray]:
+    if arg == "-":
+        raw = stdin or b""
+        if _is_image(raw):
+            return ["-"], prepare(raw, shape, name="stdin")[None]
+        return _numbered("-", _csv_images(raw, "stdin", shape[0] * shape[1]))
+    path = Path(arg)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    return _file(path, shape)
+
+
+def _picture(path: Path, shape: tuple[int, int]) -> tuple[list[str], np.ndarray]:
+    return [str(path)], prepare(_read_bytes(path), shape, name=str(path))[None]
+
+
 def iter_inputs(
     paths: Iterable[str], shape: tuple[int, int], stdin: bytes | None = None
-) -> Iterator[tuple[list[str], np.ndarray]]:
-    """(names, uint8 images) per input, in order; a folder gives one per picture in it."""
+) -> Iterator[Callable[[], tuple[list[str], np.ndarray]]]:
+    """A reader per input, in order, each returning (names, uint8 images) or raising the
+    DataError of that input alone; a folder gives one per picture in it."""
     for arg in paths:
-        if arg == "-":
-            raw = stdin or b""
-            if _is_image(raw):
-                yield ["-"], prepare(raw, shape, name="stdin")[None]
-            else:
-                yield _numbered("-", _csv_images(raw, "stdin", shape[0] * shape[1]))
-            continue
         path = Path(arg)
-        if path.is_dir():
-            for picture in _folder_images(path):
-                yield [str(picture)], prepare(_read_bytes(picture), shape, name=str(picture))[None]
-        elif not path.exists():
-            raise DataError(f"{path}: no such file or folder")
-        else:
-            yield _file(path, shape)
+        if arg == "-" or not path.is_dir():
+            yield partial(_one, arg, shape, stdin)
+            continue
+        try:
+            pictures = _folder_images(path)
+        except DataError as e:
+            yield partial(_raise, e)
+            continue
+        for picture in pictures:
+            yield partial(_picture, picture, shape)
+
+
+def _raise(e: Exception) -> Any:
+    raise e
 
 
 def load_inputs(
-    paths: list[str], shape: tuple[int, int], stdin: bytes | None = None
+    paths: list[str],
+    shape: tuple[int, int],
+    stdin: bytes | None = None,
+    *,
+    on_error: Callable[[DataError], None] | None = None,
 ) -> tuple[list[str], np.ndarray]:
-    """(a name per image, uint8 images (n, h, w)) from every input; '-' reads `stdin`."""
+    """(a name per image, uint8 images (n, h, w)) from every input; '-' reads `stdin`. An input
+    that cannot be read raises its DataError, or with `on_error` is passed to it and left out
+    (then the images may be none: (0, h, w))."""
     names: list[str] = []
-    images: list[np.ndarray] = []
-    for found, batch in iter_inputs(paths, shape, stdin):
+    images = [np.zeros((0, *shape), np.uint8)]
+    for read in iter_inputs(paths, shape, stdin):
+        try:
+            found, batch = read()
+        except DataError as e:
+            if on_error is None:
+                raise
+            on_error(e)
+            continue
         names += found
         images.append(batch)
     return names, np.concatenate(images)

@@ -13,7 +13,7 @@ import numpy as np
 
 from .._text import shown
 from ..classify import open_model, top_classes
-from ..data import to_float
+from ..data import DataError, to_float
 from ..data.image_folders import IMAGE_SUFFIXES, open_image
 from ..data.photos import to_gray
 from ..predict import load_inputs
@@ -62,7 +62,15 @@ def run(args: argparse.Namespace) -> int:
     loaded = open_model(model_path(args.model))
     names = tuple(shown(n) for n in loaded.class_names)
     stdin = sys.stdin.buffer.read() if "-" in args.inputs else None
-    labels, images = load_inputs(args.inputs, loaded.image_shape, stdin)
+    unread: list[DataError] = []
+
+    def skip(e: DataError) -> None:  # the other inputs go on: one bad photo in a folder of 2,000
+        print(f"fashionnet: error: {shown(str(e))}", file=sys.stderr)
+        unread.append(e)
+
+    labels, images = load_inputs(args.inputs, loaded.image_shape, stdin, on_error=skip)
+    if not labels:
+        return 2
     probs = loaded.model.predict_proba(to_float(images))
     found = top_classes(probs, names, args.top_k)
     for label, picks in zip(labels, found, strict=True):
@@ -81,4 +89,4 @@ def run(args: argparse.Namespace) -> int:
         prediction_sheet([_original(x) for x in labels[:n]], images[:n], captions, args.show)
         more = f" (the first {n} of {len(labels)})" if n < len(labels) else ""
         print(f"what the model saw: {shown(args.show)}{more}", file=sys.stderr)
-    return 0
+    return 2 if unread else 0
