@@ -76,10 +76,15 @@ def test_bad_inputs_are_one_line(model_file, tmp_path, content, capsys):
     assert err.count("\n") == 1 and "bad." in err
 
 
-def test_an_unreadable_input_is_named_and_the_others_are_classified(model_file, tmp_path, capsys):
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_an_unreadable_input_is_named_and_the_others_are_classified(
+    model_file, tmp_path, threads, monkeypatch, capsys
+):
     """One broken photo in a folder, or a missing file among the arguments, used to stop the
     whole command with nothing classified. Each is one line now; the rest are classified, the
-    --show sheet drawn for them, and the exit status is still 2."""
+    --show sheet drawn for them, and the exit status is still 2. Inputs are read on several
+    threads: output and errors still come in input order."""
+    monkeypatch.setenv("FASHIONNET_THREADS", threads)
     path, _ = model_file
     folder = tmp_path / "shop"
     folder.mkdir()
