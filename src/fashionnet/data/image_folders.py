@@ -41,6 +41,18 @@ def _read_heif(name: str) -> None:
     pillow_heif.register_heif_opener()
 
 
+def _limit_pixels() -> None:
+    """Pillow's bomb checks at MAX_IMAGE_PIXELS, and its warning (over the limit, up to twice
+    it) raised, to be caught in open_image. Set for the process, not within a block: pictures
+    are read on several threads (predict, serve), and warnings.catch_warnings() swaps the filters
+    of the whole process, so two threads' saves and restores would interleave. (A filter already
+    there is moved to the front, not added twice.)"""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+
+
 @contextmanager
 def open_image(source: Path | bytes, name: str) -> Iterator[Any]:
     """A PIL image, opened (header read, nothing decoded) and within MAX_IMAGE_PIXELS; what goes
@@ -48,32 +60,30 @@ def open_image(source: Path | bytes, name: str) -> Iterator[Any]:
     limit also sets) is one DataError naming `name`."""
     from PIL import Image, UnidentifiedImageError  # imported here: only images need it
 
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    _limit_pixels()
     bad = (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError,
            Image.DecompressionBombWarning)  # fmt: skip
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            fp = io.BytesIO(source) if isinstance(source, bytes) else open_regular(source)
-            with fp:
-                if is_heif(fp.read(12)):
-                    _read_heif(name)
-                fp.seek(0)
-                with Image.open(fp) as im:
-                    w, h = im.size
-                    if w * h > MAX_IMAGE_PIXELS:
-                        raise DataError(f"{name}: {w}x{h} pixels, over the limit of "
-                                        f"{MAX_IMAGE_PIXELS:,}")  # fmt: skip
-                    yield im
-        except DataError:
-            raise
-        except UnidentifiedImageError:  # Pillow's own message names a BytesIO object, not a file
-            start = source[:8] if isinstance(source, bytes) else _head(source)
-            raise DataError(
-                f"{name}: not an image (it starts with {start!r}; expected {IMAGE_KINDS} data)"
-            ) from None
-        except bad as e:
-            raise DataError(f"{name}: not a readable image ({str(e).strip()})") from None
+    try:
+        fp = io.BytesIO(source) if isinstance(source, bytes) else open_regular(source)
+        with fp:
+            if is_heif(fp.read(12)):
+                _read_heif(name)
+            fp.seek(0)
+            with Image.open(fp) as im:
+                w, h = im.size
+                if w * h > MAX_IMAGE_PIXELS:
+                    raise DataError(f"{name}: {w}x{h} pixels, over the limit of "
+                                    f"{MAX_IMAGE_PIXELS:,}")  # fmt: skip
+                yield im
+    except DataError:
+        raise
+    except UnidentifiedImageError:  # Pillow's own message names a BytesIO object, not a file
+        start = source[:8] if isinstance(source, bytes) else _head(source)
+        raise DataError(
+            f"{name}: not an image (it starts with {start!r}; expected {IMAGE_KINDS} data)"
+        ) from None
+    except bad as e:
+        raise DataError(f"{name}: not a readable image ({str(e).strip()})") from None
 
 
 def _head(path: Path) -> bytes:
