@@ -114,3 +114,18 @@ def test_photos_in_class_folders_are_framed_as_predict_frames_them(tmp_path, cap
             "16", "--out", str(out), "--quiet", "--no-report"]  # fmt: skip
     assert main(argv) == 0
     assert json.loads((out / "metrics.json").read_text())["n_parameters"] < 784 * 16 + 1000
+
+
+def test_pictures_read_on_several_threads_load_as_on_one(tmp_path, rng, monkeypatch):
+    """The pictures after the first are read on FASHIONNET_THREADS threads: the same arrays, in
+    the same order, as on one (the test split here is photo-sized, so it is framed too)."""
+    write_images(tmp_path, rng, rgb_size=100)
+    loaded = {}
+    for threads in ("1", "3"):
+        monkeypatch.setenv("FASHIONNET_THREADS", threads)
+        loaded[threads] = load_fashion_mnist(tmp_path)
+    for split in ("train", "test"):
+        one, three = getattr(loaded["1"], split), getattr(loaded["3"], split)
+        np.testing.assert_array_equal(one.images, three.images)
+        np.testing.assert_array_equal(one.labels, three.labels)
+    assert loaded["3"].test.images.shape == (12, 28, 28)

@@ -8,7 +8,6 @@ image size are taken as they are (they are dataset images), other arrays are pic
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -184,22 +183,17 @@ def load_inputs(
     (then the images may be none: (0, h, w)).
 
     Inputs are read on `threads.count()` threads (decoding a phone photo takes tens of
-    milliseconds, and Pillow and NumPy release the GIL while they work), in input order."""
+    milliseconds), in input order."""
     names: list[str] = []
     images = [np.zeros((0, *shape), np.uint8)]
-    readers = list(iter_inputs(paths, shape, stdin))
-    pool = ThreadPoolExecutor(min(threads.count(), len(readers)) or 1, "fashionnet-read")
-    try:  # a Ctrl-C or an error drops the reads not yet started, rather than waiting for them
-        for result in pool.map(_attempt, readers):
-            if isinstance(result, DataError):
-                if on_error is None:
-                    raise result
-                on_error(result)
-                continue
-            names += result[0]
-            images.append(result[1])
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    for result in threads.map_ordered(_attempt, list(iter_inputs(paths, shape, stdin))):
+        if isinstance(result, DataError):
+            if on_error is None:
+                raise result
+            on_error(result)
+            continue
+        names += result[0]
+        images.append(result[1])
     return names, np.concatenate(images)
 
 

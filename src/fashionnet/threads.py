@@ -24,11 +24,12 @@ import functools
 import itertools
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+A = TypeVar("A")
 T = TypeVar("T")
 
 ENV = "FASHIONNET_THREADS"
@@ -152,6 +153,20 @@ def each(n: int, fn: Callable[[slice], T]) -> list[T]:
     futures = [_executor(len(slices) - 1).submit(fn, s) for s in slices[1:]]
     first = fn(slices[0])
     return [first, *(f.result() for f in futures)]
+
+
+def map_ordered(fn: Callable[[A], T], items: Sequence[A]) -> list[T]:
+    """[fn(item) for item in items] on `count()` threads of their own, for work that is many
+    independent calls (decoding pictures: Pillow and NumPy release the GIL). The first exception
+    in item order is raised; calls not yet started are dropped then, and on a Ctrl-C."""
+    workers = min(count(), len(items))
+    if workers <= 1:
+        return [fn(item) for item in items]
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="fashionnet-map")
+    try:
+        return list(pool.map(fn, items))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def summed(n: int, fn: Callable[[slice], Any]) -> Any:

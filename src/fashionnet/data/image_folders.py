@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import threads
 from .._fsutil import open_regular
 from .formats import DataError, Split
 
@@ -108,12 +109,9 @@ def read_image_folder(
     Classes are the sub-folder names in sorted order (or `class_names`, which must all exist).
     Without `size`, the first image's size, or 28x28 when it is a photo. Photos (over
     MAX_DATASET_SIDE pixels on a side) are framed as predict frames them; dataset-sized
-    images are resized to `size` when they differ.
+    images are resized to `size` when they differ. Pictures after the first are read on
+    `threads.count()` threads (a folder of phone photos takes tens of milliseconds each).
     """
-    from PIL import Image  # imported here: only image folders need it
-
-    from .photos import prepare  # imported here: photos.py uses this module's open_image
-
     found = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     names = class_names if class_names is not None else tuple(found)
     if not names:
@@ -121,22 +119,30 @@ def read_image_folder(
     missing = [n for n in names if n not in found]
     if missing:
         raise DataError(f"{folder}: no sub-folder for class {missing[0]!r}")
-    images, labels = [], []
-    for label, name in enumerate(names):
-        for path in sorted((folder / name).iterdir()):
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            with open_image(path, str(path)) as im:
-                if max(im.size) > MAX_DATASET_SIDE:  # a photo
-                    size = size or PHOTO_SIZE
-                    images.append(prepare(im, (size[1], size[0]), name=str(path)))
-                else:
-                    gray = im.convert("L")
-                    size = size or gray.size
-                    if gray.size != size:
-                        gray = gray.resize(size, Image.Resampling.LANCZOS)
-                    images.append(np.asarray(gray, dtype=np.uint8))
-            labels.append(label)
-    if not images:
+    files = [(label, path) for label, name in enumerate(names)
+             for path in sorted((folder / name).iterdir())
+             if path.suffix.lower() in IMAGE_SUFFIXES]  # fmt: skip
+    if not files:
         raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in the class folders")
-    return Split(np.stack(images), np.asarray(labels, dtype=np.int64)), tuple(names)
+    first, size = _read_picture(files[0][1], size)
+    rest = threads.map_ordered(lambda file: _read_picture(file[1], size)[0], files[1:])
+    labels = np.asarray([label for label, _ in files], dtype=np.int64)
+    return Split(np.stack([first, *rest]), labels), tuple(names)
+
+
+def _read_picture(path: Path, size: tuple[int, int] | None) -> tuple[np.ndarray, tuple[int, int]]:
+    """One picture of an image folder as uint8 gray at `size` (w, h), and that size: without
+    one, the picture's own, or PHOTO_SIZE for a photo."""
+    from PIL import Image  # imported here: only image folders need it
+
+    from .photos import prepare  # imported here: photos.py uses this module's open_image
+
+    with open_image(path, str(path)) as im:
+        if max(im.size) > MAX_DATASET_SIDE:  # a photo
+            size = size or PHOTO_SIZE
+            return prepare(im, (size[1], size[0]), name=str(path)), size
+        gray = im.convert("L")
+        size = size or gray.size
+        if gray.size != size:
+            gray = gray.resize(size, Image.Resampling.LANCZOS)
+        return np.asarray(gray, dtype=np.uint8), size
