@@ -182,7 +182,8 @@ def load_fashion_mnist(path: str | os.PathLike[str] | None = None) -> Dataset:
                 f"{where}: a training file's name must hold 'train' (its test file is named with "
                 "'test' in its place), or pass their folder"
             )
-        train, test = read_file(where), read_file(_test_file_of(where))
+        test_file = _test_file_of(where)  # missing: said before the training file is read
+        train, test = read_file(where), read_file(test_file)
     top = int(max(train.labels.max(initial=0), test.labels.max(initial=0)))
     if names is not None and top >= len(names):  # said here: the label files are not wrong
         raise DataError(
