@@ -164,6 +164,10 @@ def _raise(e: Exception) -> Any:
     raise e
 
 
+def _call(read: Callable[[], tuple[list[str], np.ndarray]]) -> Any:
+    return read()
+
+
 def _attempt(read: Callable[[], tuple[list[str], np.ndarray]]) -> Any:
     try:
         return read()
@@ -186,10 +190,9 @@ def load_inputs(
     milliseconds), in input order."""
     names: list[str] = []
     images = [np.zeros((0, *shape), np.uint8)]
-    for result in threads.map_ordered(_attempt, list(iter_inputs(paths, shape, stdin))):
-        if isinstance(result, DataError):
-            if on_error is None:
-                raise result
+    read = _attempt if on_error is not None else _call  # _call: the first error stops the rest
+    for result in threads.map_ordered(read, list(iter_inputs(paths, shape, stdin))):
+        if isinstance(result, DataError) and on_error is not None:
             on_error(result)
             continue
         names += result[0]
