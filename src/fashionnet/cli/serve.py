@@ -43,6 +43,8 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        import uvicorn  # noqa: F401  (the extra is checked by name, whatever is imported already)
+
         from ..serve import server
         from ..serve.app import create_app
     except ImportError as e:
