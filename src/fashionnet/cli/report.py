@@ -45,18 +45,16 @@ def test_split(
     limit, else those it was trained and tested with. Only test data is read: a folder of the
     test files alone, or a test file itself, will do."""
     recorded_path, recorded_limit = recorded_data(meta)
-    names = meta.get("class_names")
-    expected = meta.get("image_shape")
+    names, shape = meta.get("class_names"), meta.get("image_shape")
     split, source, notes = load_test_split(
         data_path or recorded_path,
         class_names=tuple(names) if isinstance(names, list) else None,
-        size=(expected[1], expected[0]) if isinstance(expected, list) and len(expected) == 2
-        else None,
-    )  # fmt: skip
+        size=(shape[1], shape[0]) if isinstance(shape, list) and len(shape) == 2 else None,
+    )
     warn(notes)
     limit = limit or recorded_limit
     images, labels = split.images[:limit], split.labels[:limit]
-    expected = tuple(expected or images.shape[1:])
+    expected = tuple(shape or images.shape[1:])
     if images.shape[1:] != expected:
         raise UsageError(f"{source}: images are {images.shape[1:]}, the model expects {expected}")
     top = int(labels.max(initial=0))

@@ -177,11 +177,8 @@ def prepare(
     from PIL import Image
 
     if isinstance(source, bytes | bytearray):
-        with open_image(bytes(source), name) as im:
-            try:
-                gray = to_gray(im)
-            except (OSError, ValueError) as e:  # decoding happens here, after the header
-                raise DataError(f"{name}: not a readable image ({str(e).strip()})") from None
+        with open_image(bytes(source), name) as im:  # a decoding error is its DataError too
+            gray = to_gray(im)
     elif isinstance(source, Image.Image):
         gray = to_gray(source)
     else:
