@@ -146,3 +146,64 @@ def test_data_show_refuses_a_grid_over_the_limit_in_one_line(tmp_path, capsys):
     assert main(["data", "show", str(data), "--index", *indices, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "at most" in err and not out.exists()
+
+
+def _test_files_alone(folder):
+    """A folder holding the official test files and no training files, as users keep for
+    evaluate."""
+    write_idx_folder(folder, np.random.default_rng(0), n_train=30, n_test=10)
+    for path in folder.glob("train-*"):
+        path.unlink()
+    return folder
+
+
+def test_info_show_and_convert_take_the_test_files_alone(tmp_path, capsys):
+    data = _test_files_alone(tmp_path / "d")
+    assert main(["data", "info", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "train: none; " in out and "no train data" in out and "test: 10 images 28x28" in out
+    grid = tmp_path / "grid.png"  # no --split: the split there is
+    assert main(["data", "show", str(data), "--per-class", "1", "--out", str(grid)]) == 0
+    assert "test images" in capsys.readouterr().out and grid.is_file()
+    out_dir = tmp_path / "npz"
+    assert main(["data", "convert", str(data), str(out_dir), "--format", "npz"]) == 0
+    assert "10 test images; no train data" in capsys.readouterr().out
+    assert sorted(p.name for p in out_dir.iterdir()) == ["test.npz"]
+    from fashionnet.data import load_test_split
+
+    converted, _, _ = load_test_split(out_dir)
+    np.testing.assert_array_equal(converted.images, load_test_split(data)[0].images)
+
+
+def test_show_of_a_split_not_there_and_train_without_train_data_are_one_line(tmp_path, capsys):
+    data = _test_files_alone(tmp_path / "d")
+    grid = tmp_path / "grid.png"
+    assert main(["data", "show", str(data), "--split", "train", "--out", str(grid)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no train data" in err and not grid.exists()
+    argv = ["train", "--data", str(data), "--epochs", "1", "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no train data" in err and not (tmp_path / "run").exists()
+
+
+def test_an_official_idx_file_stands_for_its_folder(tmp_path, capsys):
+    write_idx_folder(tmp_path, np.random.default_rng(0), n_train=30, n_test=10)
+    for name in ("t10k-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        assert main(["data", "info", str(tmp_path / name)]) == 0
+        out = capsys.readouterr().out
+        assert f"data {tmp_path}\n" in out and "train: 30 images" in out and "test: 10" in out
+
+
+def test_a_file_naming_no_split_is_shown_as_test_data_and_refused_for_training(tmp_path, capsys):
+    from fashionnet.data import Split
+    from fashionnet.data.npzfile import write_npz
+
+    rng = np.random.default_rng(0)
+    split = Split(rng.integers(0, 256, (12, 28, 28), np.uint8), rng.integers(0, 10, 12))
+    write_npz(tmp_path / "shop.npz", split)
+    assert main(["data", "info", str(tmp_path / "shop.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "test: 12 images" in out and "a training file's name must hold 'train'" in out
+    assert main(["train", "--data", str(tmp_path / "shop.npz"), "--epochs", "1"]) == 2
+    assert "a training file's name must hold 'train'" in capsys.readouterr().err

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .._text import shown
-from ..data import ENV_VAR, Dataset, find_data, load_fashion_mnist, write_dataset
+from ..data import ENV_VAR, DataError, Splits, find_data, load_splits, write_dataset
 from ..data.download import download
 from ..data.integrity import verify_folder
 from ._common import UsageError, non_negative_int, positive_int
@@ -37,14 +37,17 @@ def add_parser(sub: Any) -> None:
     pick.add_argument(
         "--per-class", type=positive_int, help="the first K of each class (default: 8)"
     )
-    show.add_argument("--split", choices=["train", "test"], default="train",
-                      help="which split (default: train)")  # fmt: skip
+    show.add_argument("--split", choices=["train", "test"],
+                      help="which split (default: train, or test where there is no "
+                      "training data)")  # fmt: skip
     show.add_argument(
         "--out", type=Path, required=True, help="picture file (.png, .svg, .pdf) (required)"
     )
     conv = dsub.add_parser("convert", help="write a dataset in another format")
     conv.add_argument("path", help="dataset folder or training file")
-    conv.add_argument("out", type=Path, help="new folder for the converted train and test files")
+    conv.add_argument("out", type=Path,
+                      help="new folder for the converted train and test files (or the one "
+                      "split there is)")  # fmt: skip
     conv.add_argument("--format", choices=["idx", "csv", "npz"], required=True,
                       help="idx: the official layout; csv: the Kaggle layout; npz: x and y "
                       "arrays (required)")  # fmt: skip
@@ -67,12 +70,19 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.data_command == "show" and args.out.suffix.lower() not in PICTURE_TYPES:
         raise UsageError(f"--out {args.out}: expected a {', '.join(PICTURE_TYPES)} file name")
-    data = load_fashion_mnist(args.path)
+    # a folder of the test files alone is a dataset here too (what evaluate reads)
+    data = load_splits(args.path)
+    if not data.found:
+        raise DataError(next(iter(data.missing.values())))
     if args.data_command == "show":
         return _show(data, args)
     if args.data_command == "info":
         print(f"data {data.source}")
-        for name, split in (("train", data.train), ("test", data.test)):
+        for name in ("train", "test"):
+            if name not in data.found:
+                print(f"{name}: none; {data.missing[name]}")
+                continue
+            split = data.found[name]
             counts = np.bincount(split.labels, minlength=len(data.class_names))
             per_class = ", ".join(
                 f"{shown(n)} {c}" for n, c in zip(data.class_names, counts, strict=False)
@@ -83,9 +93,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"warning: {note}")
         return 0
     write_dataset(args.out, data, args.format)
-    print(
-        f"wrote {args.out} ({args.format}: {len(data.train)} train, {len(data.test)} test images)"
-    )
+    written = ", ".join(f"{len(split)} {name}" for name, split in data.found.items())
+    absent = "".join(f"; no {name} data" for name in data.missing)
+    print(f"wrote {args.out} ({args.format}: {written} images{absent})")
     return 0
 
 
@@ -93,9 +103,12 @@ PICTURE_TYPES = (".png", ".svg", ".pdf")
 MAX_GRID = 2000  # pictures in one grid: beyond this nobody can read it, and it takes gigabytes
 
 
-def _show(data: Dataset, args: argparse.Namespace) -> int:
+def _show(data: Splits, args: argparse.Namespace) -> int:
     """Write a grid of images titled with their index and class: chosen ones, or K per class."""
-    split = data.train if args.split == "train" else data.test
+    args.split = args.split or ("train" if "train" in data.found else "test")
+    if args.split not in data.found:
+        raise DataError(data.missing[args.split])
+    split = data.found[args.split]
     names = data.class_names
     if args.index and len(args.index) > MAX_GRID:
         raise UsageError(

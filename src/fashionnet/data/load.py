@@ -119,10 +119,7 @@ def load_split(
     for name in (CSV_FILES[split], f"{split}.npz"):
         if (folder / name).is_file():
             return read_file(folder / name, n_classes)
-    raise DataError(
-        f"{folder}: no {split} data (expected {images_stem}[.gz] + {labels_stem}[.gz], "
-        f"{CSV_FILES[split]} or {split}.npz)"
-    )
+    raise DataError(_no_split(folder, split))
 
 
 def read_class_names(path: Path) -> tuple[str, ...] | None:
@@ -140,20 +137,44 @@ def read_class_names(path: Path) -> tuple[str, ...] | None:
 
 
 def find_data(path: str | os.PathLike[str] | None = None) -> Path:
-    """Where the data is: PATH if given, else $FASHIONNET_DATA, else Debian's dataset folder."""
+    """Where the data is: PATH if given, else $FASHIONNET_DATA, else Debian's dataset folder.
+
+    An official IDX file given stands for its folder."""
     if path is not None:
         found = Path(path)
         if not found.exists():
             raise DataError(f"{found}: no such file or folder; {HOW_TO_GET_DATA}")
-        return found
+        return _folder_of_idx(found)
     env = os.environ.get(ENV_VAR)
     if env:
         if not Path(env).exists():
             raise DataError(f"{ENV_VAR}={env}: no such file or folder; {HOW_TO_GET_DATA}")
-        return Path(env)
+        return _folder_of_idx(Path(env))
     if SYSTEM_DATA_DIR.is_dir():
         return SYSTEM_DATA_DIR
     raise DataError(f"no Fashion-MNIST data found; {HOW_TO_GET_DATA}")
+
+
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Whichever splits a dataset holds: `data info`, `show` and `convert` take a folder of the
+    test files alone, training needs both (load_fashion_mnist)."""
+
+    found: dict[str, Split]
+    missing: dict[str, str]  # split -> why it is not there, as one line
+    class_names: tuple[str, ...]
+    source: str
+    warnings: tuple[str, ...] = ()
+
+
+def _folder_of_idx(path: Path) -> Path:
+    """An official IDX file stands for the folder of the four (its images and labels are two
+    files, and both splits are found there by their names)."""
+    idx = {stem + gz for stems in IDX_FILES.values() for stem in stems for gz in ("", ".gz")}
+    return path.parent if path.name in idx and not path.is_dir() else path
 
 
 def load_fashion_mnist(path: str | os.PathLike[str] | None = None) -> Dataset:
@@ -164,27 +185,55 @@ def load_fashion_mnist(path: str | os.PathLike[str] | None = None) -> Dataset:
     Class names come from classes.txt beside the data, else the ten Fashion-MNIST names when
     the labels fit in 0..9, else the label numbers.
     """
+    data = load_splits(path, need=SPLITS)
+    train, test = data.found["train"], data.found["test"]
+    return Dataset(train, test, data.class_names, source=data.source, warnings=data.warnings)
+
+
+def load_splits(
+    path: str | os.PathLike[str] | None = None, *, need: tuple[str, ...] = ()
+) -> Splits:
+    """The splits found where load_fashion_mnist looks; one in `need` that is not there raises
+    DataError, before any file is read. A file names its split ('train' or 'test' in its name),
+    and its twin, the same name with the other word, is the other split."""
     where = find_data(path)
     folder = where if where.is_dir() else where.parent
     names = read_class_names(folder / "classes.txt")
-    notes: list[str] = []
-    if (where / "train").is_dir() and (where / "test").is_dir():  # image folders, per class
-        train, names = read_image_folder(where / "train", class_names=names)
-        test, _ = read_image_folder(
-            where / "test", class_names=names, size=train.images.shape[2:0:-1]
-        )
-    elif where.is_dir():
-        train = load_split(where, "train", None, notes)
-        test = load_split(where, "test", None, notes)
-    else:
-        if "train" not in where.name:  # "expected x.csv" would name the file itself
-            raise DataError(
-                f"{where}: a training file's name must hold 'train' (its test file is named with "
-                "'test' in its place), or pass their folder"
+    sources: dict[str, Path] = {}  # split -> its file, folder of files or folder of images
+    missing: dict[str, str] = {}
+    named = next((w for w in SPLITS if w in where.name), None)  # the split a file names
+    for split in SPLITS:
+        twin = where.with_name(where.name.replace(named, split)) if named else where
+        if where.is_dir() and (_reads_images(where, split) or _has_split(where, split)):
+            sources[split] = where / split if _reads_images(where, split) else where
+        elif where.is_dir():
+            missing[split] = _no_split(where, split)
+        elif split == (named or "test"):  # a file naming none is test data, as evaluate has it
+            sources[split] = where
+        elif named and twin.is_file():
+            sources[split] = twin
+        elif named:
+            missing[split] = f"{where}: no {split} file beside it (expected {twin.name})"
+        else:  # "expected x.csv" would name the file itself
+            missing[split] = (
+                f"{where}: a training file's name must hold 'train' (its test file is named "
+                "with 'test' in its place), or pass their folder"
             )
-        test_file = _test_file_of(where)  # missing: said before the training file is read
-        train, test = read_file(where), read_file(test_file)
-    top = int(max(train.labels.max(initial=0), test.labels.max(initial=0)))
+    for split in need:
+        if split in missing:
+            raise DataError(missing[split])
+    notes: list[str] = []
+    found: dict[str, Split] = {}
+    size = None  # test images are read at the training images' size
+    for split, source in sources.items():
+        if source == where / split:
+            found[split], names = read_image_folder(source, class_names=names, size=size)
+            size = found[split].images.shape[2:0:-1]
+        elif source.is_dir():
+            found[split] = load_split(source, split, None, notes)
+        else:
+            found[split] = read_file(source)
+    top = max((int(s.labels.max(initial=0)) for s in found.values()), default=0)
     if names is not None and top >= len(names):  # said here: the label files are not wrong
         raise DataError(
             f"{folder / 'classes.txt'}: names {len(names)} classes, but the labels go up to "
@@ -193,12 +242,29 @@ def load_fashion_mnist(path: str | os.PathLike[str] | None = None) -> Dataset:
     if names is None:
         k = top + 1
         names = CLASS_NAMES if k <= len(CLASS_NAMES) else tuple(str(i) for i in range(k))
-    if train.images.shape[1:] != test.images.shape[1:]:
+    shapes = {split: s.images.shape[1:] for split, s in found.items()}
+    if len(set(shapes.values())) > 1:
         raise DataError(
-            f"{where}: training images are {train.images.shape[1:]}, test images "
-            f"{test.images.shape[1:]}: they must agree"
+            f"{where}: training images are {shapes['train']}, test images "
+            f"{shapes['test']}: they must agree"
         )
-    return Dataset(train, test, class_names=names, source=str(where), warnings=tuple(notes))
+    return Splits(found, missing, names, source=str(where), warnings=tuple(notes))
+
+
+def _reads_images(folder: Path, split: str) -> bool:
+    """Whether `split` comes from folder/split/, one sub-folder of images per class: beside the
+    other split's image folder, or where the folder holds no `split` files."""
+    other = "test" if split == "train" else "train"
+    here = folder.is_dir() and (folder / split).is_dir()
+    return here and ((folder / other).is_dir() or not _has_split(folder, split))
+
+
+def _no_split(folder: Path, split: str) -> str:
+    images, labels = IDX_FILES[split]
+    return (
+        f"{folder}: no {split} data (expected {images}[.gz] + {labels}[.gz], "
+        f"{CSV_FILES[split]}, {split}.npz or a {split}/ folder of images)"
+    )
 
 
 def _test_file_of(train_file: Path) -> Path:
@@ -229,11 +295,9 @@ def load_test_split(
     """
     where = find_data(path)
     notes: list[str] = []
-    images = where / "test"
-    # image folders, per class: where training found them (beside train/), or the only test data
-    if images.is_dir() and ((where / "train").is_dir() or not _has_split(where, "test")):
-        test, _ = read_image_folder(images, class_names=class_names, size=size)
-        return test, str(images), ()
+    if _reads_images(where, "test"):
+        test, _ = read_image_folder(where / "test", class_names=class_names, size=size)
+        return test, str(where / "test"), ()
     if where.is_dir():
         return load_split(where, "test", None, notes), str(where), tuple(notes)
     test_file = _test_file_of(where) if "train" in where.name else where
@@ -272,8 +336,9 @@ def iterate_batches(
         yield x[idx], y[idx]
 
 
-def write_dataset(out: Path, data: Dataset, fmt: str) -> None:
-    """Train and test splits (and classes.txt) into the new folder `out`, all or nothing.
+def write_dataset(out: Path, data: Dataset | Splits, fmt: str) -> None:
+    """Train and test splits, or those of `data` there are, and classes.txt into the new
+    folder `out`, all or nothing.
 
     Everything is written into a hidden temporary folder beside `out`, renamed into place
     when complete; on any error nothing is left behind.
@@ -282,8 +347,9 @@ def write_dataset(out: Path, data: Dataset, fmt: str) -> None:
         raise DataError(f"{out}: already exists; give a new folder")
     if not out.parent.is_dir():
         raise DataError(f"{out}: folder {out.parent} does not exist")
+    splits = data.found if isinstance(data, Splits) else {"train": data.train, "test": data.test}
     with atomic_folder(out) as tmp:
-        for name, split in (("train", data.train), ("test", data.test)):
+        for name, split in splits.items():
             if fmt == "idx":
                 images, labels = IDX_FILES[name]
                 write_idx(tmp / f"{images}.gz", split.images)
