@@ -1,5 +1,6 @@
-"""Inputs for prediction, as the model's uint8 images: picture files, folders of them, CSV / IDX /
-NPZ / NPY files, bytes from stdin, and from Python PIL images and arrays.
+"""Inputs for prediction, as the model's uint8 images: picture files, folders of them, pictures'
+http(s) addresses, CSV / IDX / NPZ / NPY files, bytes from stdin, and from Python PIL images and
+arrays.
 
 Every picture goes through the one pipeline in data/photos.py; arrays that already have the model's
 image size are taken as they are (they are dataset images), other arrays are pictures too.
@@ -16,6 +17,7 @@ import numpy as np
 
 from . import threads
 from .data import DataError, read_idx
+from .data.download import fetch_picture, is_url
 from .data.formats import _read_bytes, parse_csv
 from .data.image_folders import IMAGE_KINDS, IMAGE_SUFFIXES
 from .data.npzfile import read_arrays
@@ -131,10 +133,27 @@ def _one(arg: str, shape: tuple[int, int], stdin: bytes | None) -> tuple[list[st
         if _is_image(raw):
             return ["-"], prepare(raw, shape, name="stdin")[None]
         return _numbered("-", _csv_images(raw, "stdin", shape[0] * shape[1]))
+    if is_url(arg):
+        return [arg], prepare(fetch_image(arg), shape, name=arg)[None]
     path = Path(arg)
+    if not path.exists() and "://" in arg:
+        raise DataError(f"{arg}: only http:// and https:// addresses are fetched")
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     return _file(path, shape)
+
+
+def fetch_image(url: str) -> bytes:
+    """The picture at an http(s) address; a web page or other content is one line saying so."""
+    raw, kind = fetch_picture(url)
+    if _is_image(raw):
+        return raw
+    if kind == "text/html":
+        raise DataError(
+            f"{url}: a web page, not a picture; give the picture's own address (a browser's "
+            "'Copy image address')"
+        )
+    raise DataError(f"{url}: not a picture (the server sent {kind}; expected {IMAGE_KINDS})")
 
 
 def _picture(path: Path, shape: tuple[int, int]) -> tuple[list[str], np.ndarray]:

@@ -14,9 +14,10 @@ import numpy as np
 from .._text import shown
 from ..classify import open_model, top_classes
 from ..data import DataError, to_float
+from ..data.download import is_url
 from ..data.image_folders import IMAGE_SUFFIXES, open_image
 from ..data.photos import to_gray
-from ..predict import load_inputs
+from ..predict import fetch_image, load_inputs
 from ._common import MODEL_HELP, UsageError, model_path, positive_int
 
 MAX_SHOWN = 64  # pictures on a --show sheet; more would make a page nobody reads
@@ -28,8 +29,8 @@ def add_parser(sub: Any) -> None:
                         "were: see docs/photos.md) and image files.")  # fmt: skip
     pr.add_argument("model", type=Path, help=MODEL_HELP)
     pr.add_argument("inputs", nargs="+", help="PNG/JPEG/GIF/BMP/WebP/AVIF pictures, HEIC photos "
-                    "(with the heif extra), folders of them (searched recursively), .csv, .npz, "
-                    ".npy, IDX files, - (stdin)")  # fmt: skip
+                    "(with the heif extra), folders of them (searched recursively), pictures' "
+                    "http(s) addresses, .csv, .npz, .npy, IDX files, - (stdin)")  # fmt: skip
     pr.add_argument("--top-k", type=positive_int, default=1,
                     help="the K most probable classes (default: 1)")  # fmt: skip
     pr.add_argument("--json", action="store_true",
@@ -44,9 +45,16 @@ def _original(name: str) -> Any:
     from PIL import Image, ImageOps
 
     path = Path(name)
-    if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+    if is_url(name):  # fetched again (at most MAX_SHOWN): predict keeps no picture it has read
+        try:
+            source: Path | bytes = fetch_image(name)
+        except DataError:
+            return None
+    elif path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
         return None
-    with open_image(path, name) as im:
+    else:
+        source = path
+    with open_image(source, name) as im:
         if im.mode.startswith(("I", "F")):  # 16/32-bit gray: scaled as the pipeline scales it
             return Image.fromarray(to_gray(im).astype(np.uint8))
         picture = ImageOps.exif_transpose(im)

@@ -1,8 +1,10 @@
-"""Downloading the four official files, for machines with internet and without the package.
+"""Fetching over HTTP: the four official files, for machines with internet and without the
+package, and pictures that predict is given by their address.
 
-Each file is streamed to `<name>.part` beside its destination, resumed with an HTTP Range request
-when a partial file is there, checked (gzip stream intact, IDX content MD5 as published), and only
-then renamed into place. A corrupt or truncated download is deleted and refused.
+Each official file is streamed to `<name>.part` beside its destination, resumed with an HTTP Range
+request when a partial file is there, checked (gzip stream intact, IDX content MD5 as published),
+and only then renamed into place. A corrupt or truncated download is deleted and refused. A
+picture is read into memory, up to a limit checked before and while it arrives.
 """
 
 from __future__ import annotations
@@ -12,15 +14,18 @@ import gzip
 import hashlib
 import os
 import stat
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 from collections.abc import Callable
-from http.client import HTTPException
+from http.client import HTTPException, InvalidURL
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from .._fsutil import open_regular, user_cache
+from .._version import __version__
 from .formats import DataError
 from .integrity import GZ_MD5, IDX_MD5
 
@@ -98,6 +103,7 @@ def _fetch_into(f: IO[bytes], part: Path, url: str, offset: int, timeout: float)
                     f"run again to resume"
                 )
     except urllib.error.HTTPError as e:
+        e.close()  # it holds the error page's connection
         if e.code == 416:  # range beyond the end: what we have is at least complete
             return
         raise DataError(f"{url}: HTTP {e.code} {e.reason}") from None
@@ -134,3 +140,70 @@ def download(
             )
         os.replace(part, target)
     return dest
+
+
+MAX_PICTURE_BYTES = 50 << 20  # a 48-megapixel phone JPEG is 15-25 MB
+PICTURE_TIMEOUT = 30.0  # seconds without a byte before a server is given up
+PICTURE_DEADLINE = 120.0  # seconds for the whole picture: a server trickling bytes is given up
+
+
+def is_url(text: str) -> bool:
+    return text.lower().startswith(("http://", "https://"))
+
+
+class _HttpOnly(urllib.request.HTTPRedirectHandler):
+    """Redirects stay on http and https (urllib would follow one to ftp://)."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any,
+                         newurl: str) -> Any:  # fmt: skip
+        if not is_url(newurl):
+            fp.close()  # urllib closes it after a redirect it follows
+            raise DataError(f"{req.full_url}: redirected to {newurl}, not an http(s) address")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def fetch_picture(url: str, *, timeout: float = PICTURE_TIMEOUT) -> tuple[bytes, str]:
+    """(body, Content-Type) of an http(s) address, refused beyond MAX_PICTURE_BYTES: from the
+    Content-Length before reading, and as soon as more arrives than the limit allows; given up
+    after `timeout` seconds without a byte or PICTURE_DEADLINE seconds in all. Proxies come
+    from the environment (HTTPS_PROXY ...), as for any urllib request."""
+    limit, deadline = MAX_PICTURE_BYTES, time.monotonic() + PICTURE_DEADLINE
+    too_big = f"{url}: more than {limit / 2**20:g} MiB; a picture may have at most that"
+    opener = urllib.request.build_opener(_HttpOnly)
+    # spaces and non-ASCII letters quoted as a browser quotes them; %-escapes kept as they are
+    quoted = urllib.parse.quote(url, safe="!#$%&'()*+,/:;=?@[]~")
+    agent = {"User-Agent": f"fashionnet/{__version__}"}  # some shops refuse urllib's own
+    try:
+        request = urllib.request.Request(quoted, headers=agent)
+        with opener.open(request, timeout=timeout) as r:
+            length = r.headers.get("Content-Length", "")
+            if length.isdigit() and int(length) > limit:
+                raise DataError(too_big)
+            body = bytearray()
+            while len(body) <= limit and (chunk := r.read1(CHUNK)):  # what has come, at once
+                body += chunk
+                if time.monotonic() > deadline:
+                    raise DataError(f"{url}: still arriving after {PICTURE_DEADLINE:g} s")
+            if len(body) > limit:
+                raise DataError(too_big)
+            if length.isdigit() and len(body) < int(length):  # urllib's read() does not say
+                raise DataError(
+                    f"{url}: the connection ended early ({len(body)} of {length} bytes)"
+                )
+            return bytes(body), r.headers.get_content_type()
+    except DataError:  # a ValueError too: said as it is
+        raise
+    except urllib.error.HTTPError as e:
+        e.close()  # it holds the error page's connection
+        raise DataError(f"{url}: HTTP {e.code} {e.reason}") from None
+    except urllib.error.URLError as e:
+        reason = getattr(e.reason, "strerror", None) or e.reason
+        raise DataError(f"{url}: cannot fetch it ({reason})") from None
+    except TimeoutError:
+        raise DataError(f"{url}: no answer for {timeout:g} s") from None
+    except InvalidURL as e:
+        raise DataError(f"{url}: not a valid address ({e})") from None
+    except HTTPException as e:  # a reply that is not HTTP, a connection closed at once
+        raise DataError(f"{url}: the connection ended early or broke ({e!r})") from None
+    except (OSError, ValueError) as e:
+        raise DataError(f"{url}: cannot fetch it ({getattr(e, 'strerror', None) or e})") from None
