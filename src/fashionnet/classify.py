@@ -61,9 +61,9 @@ def classify(
     model: str | os.PathLike[str] | Classifier | LoadedModel, inputs: Any, top_k: int = 1
 ) -> list[Any]:
     """The `top_k` classes of each input: file paths (pictures, folders, CSV / NPZ / NPY / IDX),
-    image bytes, PIL images or arrays (uint8, or floats 0..1 or 0..255; gray or colour; one
-    picture or a batch). A single input gives [{label, score}, ...]; a list, one such list per
-    image."""
+    pictures' http(s) addresses, image bytes, PIL images or arrays (uint8, or floats 0..1 or
+    0..255; gray or colour; one picture or a batch). A single input gives [{label, score}, ...];
+    a list, one such list per image."""
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
     loaded = open_model(model)

@@ -220,8 +220,8 @@ def load_inputs(
 
 
 def to_images(inputs: Any, shape: tuple[int, int]) -> tuple[list[str], np.ndarray]:
-    """What classify() takes, as (names, uint8 images): a path (str or Path), bytes, a PIL image,
-    an array (one picture, or a batch), or a list of any of these."""
+    """What classify() takes, as (names, uint8 images): a path or an http(s) address (str or
+    Path), bytes, a PIL image, an array (one picture, or a batch), or a list of any of these."""
     from PIL import Image
 
     one = isinstance(inputs, str | Path | bytes | Image.Image | np.ndarray)
