@@ -105,10 +105,10 @@ MAX_GRID = 2000  # pictures in one grid: beyond this nobody can read it, and it 
 
 def _show(data: Splits, args: argparse.Namespace) -> int:
     """Write a grid of images titled with their index and class: chosen ones, or K per class."""
-    args.split = args.split or ("train" if "train" in data.found else "test")
-    if args.split not in data.found:
-        raise DataError(data.missing[args.split])
-    split = data.found[args.split]
+    which = args.split or ("train" if "train" in data.found else "test")
+    if which not in data.found:
+        raise DataError(data.missing[which])
+    split = data.found[which]
     names = data.class_names
     if args.index and len(args.index) > MAX_GRID:
         raise UsageError(
@@ -118,7 +118,7 @@ def _show(data: Splits, args: argparse.Namespace) -> int:
         bad = [i for i in args.index if i >= len(split)]
         if bad:
             raise UsageError(
-                f"--index {bad[0]}: the {args.split} split has {len(split)} images "
+                f"--index {bad[0]}: the {which} split has {len(split)} images "
                 f"(expected 0..{len(split) - 1})"
             )
         picks, columns = list(args.index), min(8, len(args.index))
@@ -137,5 +137,5 @@ def _show(data: Splits, args: argparse.Namespace) -> int:
     images = np.stack([split.images[i] if i >= 0 else blank for i in picks])
     titles = [f"#{i} {shown(names[split.labels[i]])}" if i >= 0 else "" for i in picks]
     image_grid(images, titles, args.out, columns=columns)
-    print(f"wrote {args.out} ({sum(i >= 0 for i in picks)} {args.split} images)")
+    print(f"wrote {args.out} ({sum(i >= 0 for i in picks)} {which} images)")
     return 0

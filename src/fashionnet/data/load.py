@@ -195,7 +195,8 @@ def load_splits(
 ) -> Splits:
     """The splits found where load_fashion_mnist looks; one in `need` that is not there raises
     DataError, before any file is read. A file names its split ('train' or 'test' in its name),
-    and its twin, the same name with the other word, is the other split."""
+    and its twin, the same name with the other word, is the other split; a file naming neither
+    is test data (as evaluate reads it)."""
     where = find_data(path)
     folder = where if where.is_dir() else where.parent
     names = read_class_names(folder / "classes.txt")
