@@ -167,7 +167,7 @@ def iter_inputs(
     DataError of that input alone; a folder gives one per picture in it."""
     for arg in paths:
         path = Path(arg)
-        if arg == "-" or not path.is_dir():
+        if arg == "-" or is_url(arg) or not path.is_dir():
             yield partial(_one, arg, shape, stdin)
             continue
         try:
