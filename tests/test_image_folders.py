@@ -129,3 +129,50 @@ def test_pictures_read_on_several_threads_load_as_on_one(tmp_path, rng, monkeypa
         np.testing.assert_array_equal(one.images, three.images)
         np.testing.assert_array_equal(one.labels, three.labels)
     assert loaded["3"].test.images.shape == (12, 28, 28)
+
+
+def test_class_folders_are_found_by_their_names_as_folders_spell_them(tmp_path, rng, capsys):
+    """No folder can be named 'T-shirt/top': a class is also found as its name without case,
+    spaces or punctuation; a folder that names no class, or a second folder for one, is
+    refused in one line rather than left out."""
+    write_images(tmp_path, rng)
+    (tmp_path / "classes.txt").write_text("Dark/black\nGrey\nLight one\n")
+    for split in ("train", "test"):
+        (tmp_path / split / "dark").rename(tmp_path / split / "dark_black")
+        (tmp_path / split / "light").rename(tmp_path / split / "LIGHT-ONE")
+    data = load_fashion_mnist(tmp_path)
+    assert data.class_names == ("Dark/black", "Grey", "Light one")
+    assert np.bincount(data.train.labels).tolist() == [12, 12, 12]
+    means = [data.train.images[data.train.labels == k].mean() for k in range(3)]
+    assert means == sorted(means)  # each folder got its own class
+    shutil.copytree(tmp_path / "test" / "grey", tmp_path / "test" / "GREY")
+    with pytest.raises(DataError, match="'GREY' and 'grey' are both class 'Grey'"):
+        load_fashion_mnist(tmp_path)
+    shutil.rmtree(tmp_path / "test" / "GREY")
+    (tmp_path / "test" / "hats").mkdir()
+    with pytest.raises(DataError, match=r"hats: names no class \(the classes: Dark/black, "):
+        load_fashion_mnist(tmp_path)
+
+
+def test_evaluate_takes_photos_sorted_into_some_of_the_class_folders(tmp_path, rng, capsys):
+    """A model trained on the official files (class 'T-shirt/top' ...) measured on a user's
+    folder of photos, one sub-folder per class, with only three of the ten classes."""
+    from fashionnet.checkpoint import save_checkpoint
+    from fashionnet.data import CLASS_NAMES
+    from fashionnet.model import mlp
+
+    model = mlp(784, [16], 10, rng=rng)
+    save_checkpoint(tmp_path / "m.npz", model, metadata={"image_shape": [28, 28],
+                    "class_names": list(CLASS_NAMES)})  # fmt: skip
+    shop = tmp_path / "shop"
+    for name in ("t-shirt top", "Trouser", "ankle_boot"):
+        (shop / name).mkdir(parents=True)
+        for i in range(2):  # 6 images: 3 classes labelled, at most 6 predicted, one left over
+            pixels = rng.integers(0, 256, (28, 28), dtype=np.uint8)
+            Image.fromarray(pixels).save(shop / name / f"{i}.png")
+    assert main(["evaluate", str(tmp_path / "m.npz"), "--data", str(shop), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert np.asarray(result["confusion_matrix"]).sum(axis=1).tolist() == [2, 2] + [0] * 7 + [2]
+    assert main(["evaluate", str(tmp_path / "m.npz"), "--data", str(shop)]) == 0
+    out = capsys.readouterr().out
+    assert "on 6 images" in out and "(no images of, and no predictions for: " in out

@@ -69,3 +69,19 @@ def test_report_is_consistent(rng):
     assert np.sum(r["confusion_matrix"]) == 50
     assert r["top_2_accuracy"] >= r["accuracy"]
     assert r["macro_f1"] == pytest.approx(np.mean(r["per_class"]["f1"]))
+
+
+def test_macro_averages_leave_out_classes_absent_from_labels_and_predictions():
+    """scikit-learn's macro average runs over the labels in y_true or y_pred: a folder of two
+    classes' photos scored against a ten-class model is not dragged down by eight empty rows."""
+    metrics = pytest.importorskip("sklearn.metrics")
+    labels = np.array([0, 0, 1, 1, 1, 6, 6])
+    predicted = np.array([0, 4, 1, 1, 6, 6, 0])
+    probs = np.full((7, 10), 0.01)
+    probs[np.arange(7), predicted] = 0.91
+    r = report(labels, probs)
+    for name in ("precision", "recall", "f1"):
+        expected = getattr(metrics, f"{name}_score")(labels, predicted, average="macro",
+                                                     zero_division=0)  # fmt: skip
+        assert r[f"macro_{name}"] == pytest.approx(expected)
+    assert r["macro_f1"] > np.mean(r["per_class"]["f1"])  # the ten-class mean would be lower

@@ -79,12 +79,16 @@ def report(labels: Array, probs: Array, *, losses: Array | None = None) -> dict[
     predicted = probs.argmax(axis=1)
     confusion = confusion_matrix(labels, predicted, n_classes)
     classes = per_class(confusion)
+    # macro averages over the classes in the labels or the predictions, as scikit-learn's: a
+    # folder of shirts and trousers says nothing about sandals
+    seen = (confusion.sum(axis=0) + confusion.sum(axis=1)) > 0
+    seen = seen if seen.any() else np.ones_like(seen)
     result: dict[str, Any] = {
         "accuracy": accuracy(labels, predicted),
         "top_2_accuracy": top_k_accuracy(labels, probs, min(2, n_classes)),
-        "macro_precision": float(classes["precision"].mean()),
-        "macro_recall": float(classes["recall"].mean()),
-        "macro_f1": float(classes["f1"].mean()),
+        "macro_precision": float(classes["precision"][seen].mean()),
+        "macro_recall": float(classes["recall"][seen].mean()),
+        "macro_f1": float(classes["f1"][seen].mean()),
         "per_class": {k: v.tolist() for k, v in classes.items()},
         "confusion_matrix": confusion.tolist(),
         "most_confused": most_confused(confusion),

@@ -49,8 +49,8 @@ def positive_float(text: str) -> float:
 
 MODEL_HELP = "model file (model.npz in a run folder) or run folder"
 DATA_HELP = (
-    "dataset folder, or a training or test file (default: the data the model was "
-    "tested on); only the test split is read"
+    "dataset folder, a folder of pictures in a sub-folder per class, or a training or test "
+    "file (default: the data the model was tested on); only the test split is read"
 )
 
 

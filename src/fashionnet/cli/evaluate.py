@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .._text import shown
 from ..data import CLASS_NAMES
 from ..runs import evaluate_test_set
@@ -39,10 +41,15 @@ def run(args: argparse.Namespace) -> int:
           f"expected calibration error {result['expected_calibration_error']:.4f}\n")  # fmt: skip
     width = max(len(n) for n in names)
     print(f"{'class':<{width}}  precision  recall     F1  support")
-    pc = result["per_class"]
+    pc, confusion = result["per_class"], np.asarray(result["confusion_matrix"])
+    seen = (confusion.sum(axis=0) + confusion.sum(axis=1)) > 0
     for i, name in enumerate(names):
-        print(f"{name:<{width}}  {pc['precision'][i]:9.4f}  {pc['recall'][i]:6.4f}  "
-              f"{pc['f1'][i]:.4f}  {pc['support'][i]:7d}")  # fmt: skip
+        if seen[i]:
+            print(f"{name:<{width}}  {pc['precision'][i]:9.4f}  {pc['recall'][i]:6.4f}  "
+                  f"{pc['f1'][i]:.4f}  {pc['support'][i]:7d}")  # fmt: skip
+    if not seen.all():  # photos sorted into a few class folders
+        unseen = ", ".join(n for n, s in zip(names, seen, strict=True) if not s)
+        print(f"(no images of, and no predictions for: {unseen})")
     if result["most_confused"]:
         print("\nmost confused (true -> predicted: images)")
         for true, pred, count in result["most_confused"]:

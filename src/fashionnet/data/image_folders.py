@@ -102,24 +102,32 @@ PHOTO_SIZE = (28, 28)
 
 
 def read_image_folder(
-    folder: Path, *, class_names: tuple[str, ...] | None = None, size: tuple[int, int] | None = None
+    folder: Path,
+    *,
+    class_names: tuple[str, ...] | None = None,
+    size: tuple[int, int] | None = None,
+    every_class: bool = True,
 ) -> tuple[Split, tuple[str, ...]]:
     """One sub-folder per class with images inside, converted to grayscale at `size` (w, h).
 
-    Classes are the sub-folder names in sorted order (or `class_names`, which must all exist).
-    Without `size`, the first image's size, or 28x28 when it is a photo. Photos (over
-    MAX_DATASET_SIDE pixels on a side) are framed as predict frames them; dataset-sized
-    images are resized to `size` when they differ. Pictures after the first are read on
-    `threads.count()` threads (a folder of phone photos takes tens of milliseconds each).
+    Classes are the sub-folder names in sorted order, or `class_names`, each found as a folder
+    of its name or of that name without case and punctuation ('T-shirt/top', which no folder
+    can be named, as t-shirt_top or "T-shirt top"); with `every_class`, all of them. A folder
+    that names no class is refused rather than left out. Without `size`, the first image's
+    size, or 28x28 when it is a photo. Photos (over MAX_DATASET_SIDE pixels on a side) are
+    framed as predict frames them; dataset-sized images are resized to `size` when they
+    differ. Pictures after the first are read on `threads.count()` threads (a folder of phone
+    photos takes tens of milliseconds each).
     """
     found = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     names = class_names if class_names is not None else tuple(found)
-    if not names:
+    if not found:
         raise DataError(f"{folder}: no class sub-folders (expected one folder of images per class)")
-    missing = [n for n in names if n not in found]
-    if missing:
+    label_of = _labels_of_folders(folder, found, names)
+    missing = [n for i, n in enumerate(names) if i not in label_of.values()]
+    if missing and every_class:
         raise DataError(f"{folder}: no sub-folder for class {missing[0]!r}")
-    files = [(label, path) for label, name in enumerate(names)
+    files = [(label, path) for name, label in sorted(label_of.items(), key=lambda x: x[1])
              for path in sorted((folder / name).iterdir())
              if path.suffix.lower() in IMAGE_SUFFIXES]  # fmt: skip
     if not files:
@@ -128,6 +136,30 @@ def read_image_folder(
     rest = threads.map_ordered(lambda file: _read_picture(file[1], size)[0], files[1:])
     labels = np.asarray([label for label, _ in files], dtype=np.int64)
     return Split(np.stack([first, *rest]), labels), tuple(names)
+
+
+def _key(name: str) -> str:
+    """A class name as folders spell it: no case, no punctuation or spaces."""
+    return "".join(c for c in name.casefold() if c.isalnum())
+
+
+def _labels_of_folders(folder: Path, found: list[str], names: tuple[str, ...]) -> dict[str, int]:
+    """Each sub-folder's class: the class of its name, else the one class of its _key."""
+    by_key: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        by_key.setdefault(_key(name), []).append(i)
+    label_of: dict[str, int] = {}
+    for sub in found:
+        label = names.index(sub) if sub in names else None
+        if label is None and len(by_key.get(_key(sub), [])) == 1:
+            label = by_key[_key(sub)][0]
+        if label is None:
+            raise DataError(f"{folder / sub}: names no class (the classes: {', '.join(names)})")
+        twin = next((other for other, k in label_of.items() if k == label), None)
+        if twin is not None:
+            raise DataError(f"{folder}: {twin!r} and {sub!r} are both class {names[label]!r}")
+        label_of[sub] = label
+    return label_of
 
 
 def _read_picture(path: Path, size: tuple[int, int] | None) -> tuple[np.ndarray, tuple[int, int]]:

@@ -292,13 +292,25 @@ def load_test_split(
     Found as load_fashion_mnist finds it, with no training data needed: a folder's test files
     (IDX, CSV, test.npz) or its test/ image folder, read with the model's `class_names` and
     image `size` (w, h); a file whose name holds 'train' stands for its test file, any other
-    .csv or .npz file is the test split itself.
+    .csv or .npz file is the test split itself. A folder with none of these but sub-folders is
+    itself the folder of images per class (photos sorted by class). Image folders may hold
+    some of the classes only.
     """
     where = find_data(path)
     notes: list[str] = []
     if _reads_images(where, "test"):
-        test, _ = read_image_folder(where / "test", class_names=class_names, size=size)
+        test, _ = read_image_folder(
+            where / "test", class_names=class_names, size=size, every_class=False
+        )
         return test, str(where / "test"), ()
+    if (
+        where.is_dir()
+        and not _has_split(where, "test")
+        and not (where / "train").is_dir()
+        and any(p.is_dir() and not p.name.startswith(".") for p in where.iterdir())
+    ):
+        test, _ = read_image_folder(where, class_names=class_names, size=size, every_class=False)
+        return test, str(where), ()
     if where.is_dir():
         return load_split(where, "test", None, notes), str(where), tuple(notes)
     test_file = _test_file_of(where) if "train" in where.name else where
