@@ -176,3 +176,17 @@ def test_evaluate_takes_photos_sorted_into_some_of_the_class_folders(tmp_path, r
     assert main(["evaluate", str(tmp_path / "m.npz"), "--data", str(shop)]) == 0
     out = capsys.readouterr().out
     assert "on 6 images" in out and "(no images of, and no predictions for: " in out
+
+
+def test_a_folder_of_class_folders_is_test_data_everywhere(tmp_path, rng, capsys):
+    """Photos sorted by class, with no train/ or test/ around them: what evaluate reads as test
+    images, data info shows as such, and train refuses in one line saying how to lay them out."""
+    write_images(tmp_path, rng)
+    shop = tmp_path / "test"
+    assert main(["data", "info", str(shop)]) == 0
+    out = capsys.readouterr().out
+    assert "train: none; " in out and "test: 12 images 28x28 uint8; dark 4, grey 4, light 4" in out
+    assert main(["train", "--data", str(shop), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "its sub-folders are read as test images" in err
+    assert not (tmp_path / "run").exists()

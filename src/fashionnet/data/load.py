@@ -200,19 +200,28 @@ def load_splits(
     where = find_data(path)
     folder = where if where.is_dir() else where.parent
     names = read_class_names(folder / "classes.txt")
-    sources: dict[str, Path] = {}  # split -> its file, folder of files or folder of images
+    sources: dict[str, tuple[str, Path]] = {}  # split -> ("images" | "files" | "file", path)
     missing: dict[str, str] = {}
     named = next((w for w in SPLITS if w in where.name), None)  # the split a file names
     for split in SPLITS:
         twin = where.with_name(where.name.replace(named, split)) if named else where
-        if where.is_dir() and (_reads_images(where, split) or _has_split(where, split)):
-            sources[split] = where / split if _reads_images(where, split) else where
+        if where.is_dir() and _reads_images(where, split):
+            sources[split] = ("images", where / split)
+        elif where.is_dir() and _has_split(where, split):
+            sources[split] = ("files", where)
+        elif split == "test" and _class_folders_only(where):  # photos sorted by class
+            sources[split] = ("images", where)
+        elif _class_folders_only(where):
+            missing[split] = (
+                f"{_no_split(where, split)}; its sub-folders are read as test images, one "
+                "per class (training needs train/ and test/ folders of such sub-folders)"
+            )
         elif where.is_dir():
             missing[split] = _no_split(where, split)
         elif split == (named or "test"):  # a file naming none is test data, as evaluate has it
-            sources[split] = where
+            sources[split] = ("file", where)
         elif named and twin.is_file():
-            sources[split] = twin
+            sources[split] = ("file", twin)
         elif named:
             missing[split] = f"{where}: no {split} file beside it (expected {twin.name})"
         else:  # "expected x.csv" would name the file itself
@@ -226,11 +235,11 @@ def load_splits(
     notes: list[str] = []
     found: dict[str, Split] = {}
     size = None  # test images are read at the training images' size
-    for split, source in sources.items():
-        if source == where / split:
+    for split, (kind, source) in sources.items():
+        if kind == "images":
             found[split], names = read_image_folder(source, class_names=names, size=size)
             size = found[split].images.shape[2:0:-1]
-        elif source.is_dir():
+        elif kind == "files":
             found[split] = load_split(source, split, None, notes)
         else:
             found[split] = read_file(source)
@@ -258,6 +267,15 @@ def _reads_images(folder: Path, split: str) -> bool:
     other = "test" if split == "train" else "train"
     here = folder.is_dir() and (folder / split).is_dir()
     return here and ((folder / other).is_dir() or not _has_split(folder, split))
+
+
+def _class_folders_only(folder: Path) -> bool:
+    """Whether `folder` holds sub-folders (of images per class, then) and no split's data."""
+    return (
+        folder.is_dir()
+        and not any(_reads_images(folder, s) or _has_split(folder, s) for s in SPLITS)
+        and any(p.is_dir() and not p.name.startswith(".") for p in folder.iterdir())
+    )
 
 
 def _no_split(folder: Path, split: str) -> str:
@@ -303,12 +321,7 @@ def load_test_split(
             where / "test", class_names=class_names, size=size, every_class=False
         )
         return test, str(where / "test"), ()
-    if (
-        where.is_dir()
-        and not _has_split(where, "test")
-        and not (where / "train").is_dir()
-        and any(p.is_dir() and not p.name.startswith(".") for p in where.iterdir())
-    ):
+    if _class_folders_only(where):
         test, _ = read_image_folder(where, class_names=class_names, size=size, every_class=False)
         return test, str(where), ()
     if where.is_dir():
