@@ -154,7 +154,9 @@ def _labels_of_folders(folder: Path, found: list[str], names: tuple[str, ...]) -
         if label is None and len(by_key.get(_key(sub), [])) == 1:
             label = by_key[_key(sub)][0]
         if label is None:
-            raise DataError(f"{folder / sub}: names no class (the classes: {', '.join(names)})")
+            more = f" and {len(names) - 12} more" if len(names) > 12 else ""
+            listed = ", ".join(names[:12]) + more
+            raise DataError(f"{folder / sub}: names no class (the classes: {listed})")
         twin = next((other for other, k in label_of.items() if k == label), None)
         if twin is not None:
             raise DataError(f"{folder}: {twin!r} and {sub!r} are both class {names[label]!r}")
