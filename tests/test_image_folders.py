@@ -189,4 +189,52 @@ def test_a_folder_of_class_folders_is_test_data_everywhere(tmp_path, rng, capsys
     assert main(["train", "--data", str(shop), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "its sub-folders are read as test images" in err
+    assert f"fashionnet data split {shop} NEW_FOLDER lays them out" in err
     assert not (tmp_path / "run").exists()
+
+
+def _listing(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_data_split_lays_out_photos_sorted_by_class_for_training(tmp_path, rng, capsys):
+    write_images(tmp_path / "made", rng, n_per_class=10)
+    shop = tmp_path / "made" / "train"  # three class folders of 10 pictures
+    (shop / "grey" / "notes.txt").write_text("not a picture")
+    before = {p: p.read_bytes() for p in shop.rglob("*") if p.is_file()}
+    out = tmp_path / "split"
+    assert main(["data", "split", str(shop), str(out), "--test-fraction", "0.3"]) == 0
+    assert f"wrote {out}: 21 train and 9 test pictures of 3 classes" in capsys.readouterr().out
+    listing = _listing(out)
+    for name in ("dark", "grey", "light"):  # stratified: 3 of each class's 10 in test/
+        assert sum(f.startswith(f"test/{name}/") for f in listing) == 3
+        assert sum(f.startswith(f"train/{name}/") for f in listing) == 7
+    for f in listing:  # copies, byte for byte; the source as it was
+        assert (out / f).read_bytes() == (shop / f.split("/", 1)[1]).read_bytes()
+    assert {p: p.read_bytes() for p in shop.rglob("*") if p.is_file()} == before
+    data = load_fashion_mnist(out)
+    assert data.class_names == ("dark", "grey", "light") and len(data.test) == 9
+    # the seed decides which pictures: the same one draws the same, another one others
+    main(["data", "split", str(shop), str(tmp_path / "again"), "--test-fraction", "0.3"])
+    main(["data", "split", str(shop), str(tmp_path / "other"), "--test-fraction", "0.3",
+          "--seed", "1"])  # fmt: skip
+    assert _listing(tmp_path / "again") == listing != _listing(tmp_path / "other")
+
+
+def test_data_split_warns_of_a_small_class_and_leaves_nothing_when_it_fails(tmp_path, rng, capsys):
+    import os
+
+    write_images(tmp_path / "made", rng, n_per_class=4)
+    shop = tmp_path / "made" / "train"
+    for p in sorted((shop / "light").iterdir())[1:]:
+        p.unlink()
+    assert main(["data", "split", str(shop), str(tmp_path / "ok")]) == 0
+    err = capsys.readouterr().err
+    assert err == "warning: class 'light': 1 picture(s), none left for test/\n"
+    os.mkfifo(shop / "grey" / "pipe.png")  # would block a plain copy for ever
+    out = tmp_path / "bad"
+    assert main(["data", "split", str(shop), str(out)]) == 2
+    err = capsys.readouterr().err
+    fifo = shop / "grey" / "pipe.png"
+    assert err == f"fashionnet: error: {fifo}: is a FIFO, not a regular file\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["made", "ok"]  # no temp folder left

@@ -1,8 +1,10 @@
-"""fashionnet data info|verify|download|show|convert: inspect, check, fetch and convert datasets."""
+"""fashionnet data info|verify|download|show|split|convert: inspect, check, fetch, lay out and
+convert datasets."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import numpy as np
 from .._text import shown
 from ..data import ENV_VAR, DataError, Splits, find_data, load_splits, write_dataset
 from ..data.download import download
+from ..data.image_folders import split_image_folder
 from ..data.integrity import verify_folder
 from ._common import UsageError, non_negative_int, positive_int
 
@@ -43,6 +46,14 @@ def add_parser(sub: Any) -> None:
     show.add_argument(
         "--out", type=Path, required=True, help="picture file (.png, .svg, .pdf) (required)"
     )
+    split = dsub.add_parser("split", help="lay out photos sorted by class as train/ and test/")
+    split.add_argument("path", type=Path, help="folder with one sub-folder of pictures per class")
+    split.add_argument("out", type=Path,
+                       help="new folder for train/<class>/ and test/<class>/ (copies)")  # fmt: skip
+    split.add_argument("--test-fraction", type=_fraction, default=0.2,
+                       help="share of each class's pictures for test/ (default: 0.2)")  # fmt: skip
+    split.add_argument("--seed", type=non_negative_int, default=0,
+                       help="which pictures are drawn (default: 0)")  # fmt: skip
     conv = dsub.add_parser("convert", help="write a dataset in another format")
     conv.add_argument("path", help="dataset folder or training file")
     conv.add_argument("out", type=Path,
@@ -68,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         folder = download(args.dir, log=print, **kwargs)
         print(f"done: {folder} (use it with --data {folder} or {ENV_VAR}={folder})")
         return 0
+    if args.data_command == "split":
+        return _split(args)
     if args.data_command == "show" and args.out.suffix.lower() not in PICTURE_TYPES:
         raise UsageError(f"--out {args.out}: expected a {', '.join(PICTURE_TYPES)} file name")
     # a folder of the test files alone is a dataset here too (what evaluate reads)
@@ -138,4 +151,31 @@ def _show(data: Splits, args: argparse.Namespace) -> int:
     titles = [f"#{i} {shown(names[split.labels[i]])}" if i >= 0 else "" for i in picks]
     image_grid(images, titles, args.out, columns=columns)
     print(f"wrote {args.out} ({sum(i >= 0 for i in picks)} {which} images)")
+    return 0
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
+    return value
+
+
+def _split(args: argparse.Namespace) -> int:
+    if not args.path.is_dir():
+        raise UsageError(f"{args.path}: not a folder (expected a sub-folder of pictures per class)")
+    rng = np.random.default_rng(args.seed)
+    counts = split_image_folder(args.path, args.out, args.test_fraction, rng)
+    for name, (train, test) in counts.items():
+        if not test:
+            print(f"warning: class {shown(name)!r}: {train} picture(s), none left for test/",
+                  file=sys.stderr)  # fmt: skip
+    n_train = sum(train for train, _ in counts.values())
+    n_test = sum(test for _, test in counts.values())
+    print(f"wrote {args.out}: {n_train} train and {n_test} test pictures of {len(counts)} "
+          f"classes (test fraction {args.test_fraction:g}, seed {args.seed}); "
+          f"train on it with --data {args.out}")  # fmt: skip
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .. import threads
-from .._fsutil import open_regular
+from .._fsutil import atomic_folder, open_regular
 from .formats import DataError, Split
 
 # what an image may have, checked from its header before decoding: a 48-megapixel phone photo
@@ -180,3 +181,41 @@ def _read_picture(path: Path, size: tuple[int, int] | None) -> tuple[np.ndarray,
         if gray.size != size:
             gray = gray.resize(size, Image.Resampling.LANCZOS)
         return np.asarray(gray, dtype=np.uint8), size
+
+
+def split_image_folder(
+    source: Path, out: Path, test_fraction: float, rng: np.random.Generator
+) -> dict[str, tuple[int, int]]:
+    """Lay out a folder of pictures per class (photos sorted by class) as out/train/<class>/ and
+    out/test/<class>/, the layout training reads: of each class's pictures, a `test_fraction`
+    drawn with `rng` (at least one, where a class has two) go to test/, the others to train/.
+    Files are copied, never moved or changed; `out` appears whole or not at all.
+    Returns {class: (train pictures, test pictures)}."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    classes = sorted(p.name for p in source.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"{source}: no class sub-folders (expected one folder of images per class)")
+    if out.exists():
+        raise DataError(f"{out}: already exists; give a new folder")
+    plan: dict[str, list[tuple[str, Path]]] = {}
+    for name in classes:
+        files = sorted(
+            p
+            for p in (source / name).iterdir()
+            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+        )
+        n_test = min(len(files) - 1, max(1, round(len(files) * test_fraction)))
+        test = set(rng.choice(len(files), max(n_test, 0), replace=False).tolist())
+        plan[name] = [("test" if i in test else "train", f) for i, f in enumerate(files)]
+    if not any(plan.values()):
+        raise DataError(f"{source}: no images ({', '.join(IMAGE_SUFFIXES)}) in the class folders")
+    with atomic_folder(out) as tmp:
+        for name, placed in plan.items():
+            for split in ("train", "test"):
+                (tmp / split / name).mkdir(parents=True)
+            for split, file in placed:  # a FIFO or a link to a device is refused, not waited on
+                with open_regular(file) as src, open(tmp / split / name / file.name, "xb") as dst:
+                    shutil.copyfileobj(src, dst)
+    return {name: (sum(s == "train" for s, _ in placed), sum(s == "test" for s, _ in placed))
+            for name, placed in plan.items()}  # fmt: skip

@@ -214,7 +214,8 @@ def load_splits(
         elif _class_folders_only(where):
             missing[split] = (
                 f"{_no_split(where, split)}; its sub-folders are read as test images, one "
-                "per class (training needs train/ and test/ folders of such sub-folders)"
+                "per class (training needs train/ and test/ folders of such sub-folders: "
+                f"fashionnet data split {where} NEW_FOLDER lays them out)"
             )
         elif where.is_dir():
             missing[split] = _no_split(where, split)
