@@ -16,6 +16,7 @@ from fashionnet.cli import main
 from fashionnet.data import DataError
 from fashionnet.data import download as download_module
 from fashionnet.model import mlp
+from serving import bomb
 
 
 class Shop(BaseHTTPRequestHandler):
@@ -77,6 +78,7 @@ def shop(tmp_path):
         "/big": ("image/png", png),
         "/stream": ("image/png", png),
         "/cut": ("image/png", png),
+        "/bomb.png": ("image/png", bomb()),
     }
     server = ThreadingHTTPServer(("127.0.0.1", 0), Shop)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -119,7 +121,8 @@ def test_an_address_gets_the_answer_its_file_gets(shop, model_file, tmp_path, ca
      ("/to-ftp", "redirected to ftp://127.0.0.1/trousers.png, not an http(s) address"),
      ("/big", "more than"),
      ("/stream", "more than"),
-     ("/cut", "the connection ended early")],
+     ("/cut", "the connection ended early"),
+     ("/bomb.png", "could be decompression bomb")],
 )  # fmt: skip
 def test_an_address_without_a_picture_is_one_line_and_the_rest_are_classified(
     shop, model_file, path, words, monkeypatch, capsys
