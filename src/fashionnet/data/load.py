@@ -221,7 +221,7 @@ def load_splits(
             missing[split] = _no_split(where, split)
         elif split == (named or "test"):  # a file naming none is test data, as evaluate has it
             sources[split] = ("file", where)
-        elif named and twin.is_file():
+        elif named and twin.exists():  # a FIFO there is said to be one when read
             sources[split] = ("file", twin)
         elif named:
             missing[split] = f"{where}: no {split} file beside it (expected {twin.name})"
@@ -289,7 +289,7 @@ def _no_split(folder: Path, split: str) -> str:
 
 def _test_file_of(train_file: Path) -> Path:
     test_file = train_file.with_name(train_file.name.replace("train", "test"))
-    if not test_file.is_file():
+    if not test_file.exists():
         raise DataError(f"{train_file}: no test file beside it (expected {test_file.name})")
     return test_file
 
