@@ -75,6 +75,17 @@ def special(path: Path, kind: str) -> Path:
     return path
 
 
+def _class_folders(root: Path) -> Path:
+    """Photos sorted by class: folders Trouser/ and Bag/ of two 28x28 PNGs each."""
+    from PIL import Image
+
+    for name in ("Trouser", "Bag"):
+        (root / name).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((28, 28), 60 * i + 30, np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
 def png_header(width: int, height: int) -> bytes:
     """A PNG whose header declares width x height gray pixels, with (almost) no data."""
 
@@ -162,6 +173,18 @@ for _kind in ("fifo", "dev-zero"):
     def _(s: Setup, kind: str = _kind) -> Case:
         path = special(s.root / "grid.png", kind)
         return Case(["data", "show", str(s.data), "--out", str(path)], named=str(path))
+
+    @case("special file", f"{_kind} among the photos data split copies")
+    def _(s: Setup, kind: str = _kind) -> Case:
+        photos = _class_folders(s.root / "photos")
+        path = special(photos / "Trouser" / "2.png", kind)
+        return Case(["data", "split", str(photos), str(s.root / "split")], named=str(path))
+
+    @case("special file", f"{_kind} among the photos evaluate reads by class")
+    def _(s: Setup, kind: str = _kind) -> Case:
+        photos = _class_folders(s.root / "photos")
+        path = special(photos / "Trouser" / "2.png", kind)
+        return Case(["evaluate", str(s.model), "--data", str(photos)], named=str(path))
 
     @case("special file", f"{_kind} as history.jsonl")
     def _(s: Setup, kind: str = _kind) -> Case:
