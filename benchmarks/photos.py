@@ -12,6 +12,11 @@ round trip: the first 1,000 test images saved as PNG, read back, classified.
 With --speed N: N phone-sized JPEGs (4000x3000, a test image's garment on a noisy light backdrop)
 classified by `fashionnet predict FOLDER`, with FASHIONNET_THREADS=1 and =2 in alternation; the
 median seconds of each (the whole command, start-up included) and whether the outputs agree.
+
+With --urls N: N shop-sized JPEGs (800x800) served from 127.0.0.1 by a server that waits
+--delay-ms before each answer (a shop's server across the internet), classified by `fashionnet
+predict URL...` fetching 2 at a time (as many as the cores) and URL_WORKERS at a time, in
+alternation; the median seconds of each and whether the outputs agree.
 """
 
 from __future__ import annotations
@@ -88,6 +93,60 @@ def speed(model: Path, images: np.ndarray, rounds: int) -> None:
           f"; rounds {seconds}; same output: {outputs[1] == outputs[2]}")  # fmt: skip
 
 
+def shop_server(images: np.ndarray, delay_s: float) -> tuple[object, list[str]]:
+    """A server on 127.0.0.1 answering /N.jpg with an 800x800 product JPEG after `delay_s`."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from PIL import Image
+
+    bodies = []
+    for im in images:
+        out = io.BytesIO()
+        Image.fromarray(255 - im).resize((800, 800)).convert("RGB").save(out, "JPEG", quality=90)
+        bodies.append(out.getvalue())
+
+    class Shop(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            body = bodies[int(self.path.strip("/").removesuffix(".jpg"))]
+            time.sleep(delay_s)  # the network's round trips, not measured by any test
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Shop)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    return server, [f"http://127.0.0.1:{port}/{i}.jpg" for i in range(len(images))]
+
+
+def url_speed(model: Path, images: np.ndarray, rounds: int, delay_ms: float) -> None:
+    from fashionnet.predict import URL_WORKERS
+
+    server, urls = shop_server(images, delay_ms / 1000)
+    code = ("import sys, fashionnet.predict as p, fashionnet.cli as c; "
+            "p.URL_WORKERS = int(sys.argv[1]); sys.exit(c.main(sys.argv[2:]))")  # fmt: skip
+    seconds: dict[int, list[float]] = {2: [], URL_WORKERS: []}
+    outputs: dict[int, bytes] = {}
+    for _ in range(rounds):
+        for workers in seconds:
+            t = time.perf_counter()
+            outputs[workers] = subprocess.run(
+                [sys.executable, "-c", code, str(workers), "predict", str(model), *urls, "--json"],
+                check=True, capture_output=True).stdout  # fmt: skip
+            seconds[workers].append(time.perf_counter() - t)
+    server.shutdown()  # type: ignore[attr-defined]
+    two, many = (statistics.median(seconds[w]) for w in seconds)
+    print(f"{len(urls)} addresses answered after {delay_ms:g} ms: {two:.2f} s fetching 2 at a "
+          f"time, {many:.2f} s fetching {URL_WORKERS} ({two / many:.2f}x); rounds {seconds}; "
+          f"same output: {outputs[2] == outputs[URL_WORKERS]}")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", type=Path)
@@ -95,11 +154,16 @@ def main() -> None:
     ap.add_argument("--centre", default="box", choices=("box", "mass"))
     ap.add_argument("--speed", type=int, help="time predict on this many phone-sized JPEGs")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--urls", type=int, help="time predict on this many pictures' addresses")
+    ap.add_argument("--delay-ms", type=float, default=100.0)
     args = ap.parse_args()
     path = args.model / "model.npz" if args.model.is_dir() else args.model
     test = load_fashion_mnist().test.images
     if args.speed:
         speed(path, test[: args.speed], args.rounds)
+        return
+    if args.urls:
+        url_speed(path, test[: args.urls], args.rounds, args.delay_ms)
         return
     model = load_model(path)
     print(f"| kind | agreement ({args.n} test images) | seconds |\n|---|---:|---:|")

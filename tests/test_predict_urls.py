@@ -25,13 +25,20 @@ class Shop(BaseHTTPRequestHandler):
 
     routes: ClassVar[dict] = {}
     asked: ClassVar[list] = []
+    together = threading.Barrier(3)
 
     def log_message(self, *args):
         pass
 
     def do_GET(self):
         self.asked.append((self.path, self.headers.get("User-Agent", "")))
-        route = self.routes.get(self.path)
+        if self.path.startswith("/together/"):  # answered once three requests are in flight
+            try:
+                Shop.together.wait(timeout=60)  # a hang guard: the three come at once or never
+            except threading.BrokenBarrierError:
+                self.send_error(503)
+                return
+        route = self.routes.get(self.path.replace("/together/", "/img/"))
         if route is None:
             self.send_error(404)
             return
@@ -170,3 +177,14 @@ def test_an_address_that_cannot_be_fetched_is_one_line(address, words, model_fil
     assert main(["predict", str(model_file), address]) == 2
     err = capsys.readouterr().err
     assert err == f"fashionnet: error: {address}: {words}\n"
+
+
+def test_addresses_are_fetched_several_at_a_time(shop, model_file, monkeypatch, capsys):
+    """A fetch mostly waits on the network: with addresses among the inputs, more are in flight
+    than there are cores (here 1). The server answers only once three requests are waiting."""
+    base, _, _ = shop
+    monkeypatch.setenv("FASHIONNET_THREADS", "1")
+    Shop.together.reset()
+    urls = [f"{base}/together/trousers.png" for _ in range(6)]
+    assert main(["predict", str(model_file), *urls, "--json"]) == 0
+    assert [json.loads(line)["input"] for line in capsys.readouterr().out.splitlines()] == urls

@@ -27,6 +27,9 @@ IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"RIFF")
 ARRAY_SUFFIXES = (".npz", ".npy")
 IDX_SUFFIXES = (".idx", ".gz", ".ubyte")
 EXPECTED = f"an image ({IMAGE_KINDS}), a folder of them, .csv, .npz, .npy, IDX or -"
+# pictures fetched at once when some inputs are addresses: a fetch mostly waits on the network,
+# and browsers open six connections to a server
+URL_WORKERS = 6
 
 
 def _csv_images(raw: bytes, name: str, n_pixels: int) -> np.ndarray:
@@ -206,11 +209,12 @@ def load_inputs(
     (then the images may be none: (0, h, w)).
 
     Inputs are read on `threads.count()` threads (decoding a phone photo takes tens of
-    milliseconds), in input order."""
+    milliseconds), or URL_WORKERS where some are addresses, in input order."""
     names: list[str] = []
     images = [np.zeros((0, *shape), np.uint8)]
     read = _attempt if on_error is not None else _call  # _call: the first error stops the rest
-    for result in threads.map_ordered(read, list(iter_inputs(paths, shape, stdin))):
+    workers = max(threads.count(), URL_WORKERS) if any(map(is_url, paths)) else None
+    for result in threads.map_ordered(read, list(iter_inputs(paths, shape, stdin)), workers):
         if isinstance(result, DataError) and on_error is not None:
             on_error(result)
             continue

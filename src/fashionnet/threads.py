@@ -155,11 +155,12 @@ def each(n: int, fn: Callable[[slice], T]) -> list[T]:
     return [first, *(f.result() for f in futures)]
 
 
-def map_ordered(fn: Callable[[A], T], items: Sequence[A]) -> list[T]:
-    """[fn(item) for item in items] on `count()` threads of their own, for work that is many
-    independent calls (decoding pictures: Pillow and NumPy release the GIL). The first exception
-    in item order is raised; calls not yet started are dropped then, and on a Ctrl-C."""
-    workers = min(count(), len(items))
+def map_ordered(fn: Callable[[A], T], items: Sequence[A], workers: int | None = None) -> list[T]:
+    """[fn(item) for item in items] on `workers` (default `count()`) threads of their own, for
+    work that is many independent calls (decoding pictures: Pillow and NumPy release the GIL;
+    fetching them, which mostly waits). The first exception in item order is raised; calls not
+    yet started are dropped then, and on a Ctrl-C."""
+    workers = min(workers or count(), len(items))
     if workers <= 1:
         return [fn(item) for item in items]
     pool = ThreadPoolExecutor(workers, thread_name_prefix="fashionnet-map")
