@@ -177,3 +177,22 @@ def test_a_run_stopped_by_patience_stays_stopped_when_resumed(rng):
     again = fit(model, opt, (x, y), val=(x, y), epochs=50, batch_size=64, rng=rng, patience=2,
                 state=resumed)  # fmt: skip
     assert len(again.epochs) == n_epochs
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [(np.array([0, 1, 2, 3, 19]), r"labels must be in 0\.\.9 \(the model's outputs\), got 0\.\.19"),
+     (np.array([0, 1, -1, 2, 3]), r"labels must be in 0\.\.9 \(the model's outputs\), got -1\.\.3"),
+     (np.arange(4), "5 images and 4 labels: expected as many"),
+     (np.arange(0), "0 images and 0 labels")],
+)  # fmt: skip
+def test_evaluate_names_labels_it_cannot_score(labels, message, rng):
+    """Labels past the model's outputs were NumPy's IndexError (or, for -1, silently the last
+    class); evaluate(model, x, y) is the library call users make with their own arrays."""
+    from fashionnet.model import FlipAveraged
+
+    model = mlp(784, [8], 10, rng=rng)
+    x = np.zeros((len(labels) if len(labels) != 4 else 5, 784), np.float32)
+    for scored in (model, FlipAveraged(model)):
+        with pytest.raises(ValueError, match=message):
+            evaluate(scored, x, labels)

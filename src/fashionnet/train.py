@@ -115,19 +115,32 @@ def evaluate(
 ) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of model on (x, y), in inference mode (through the test-time
     averaging of a FlipAveraged model)."""
+    y = np.asarray(y)
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"{len(x)} images and {len(y)} labels: expected as many, at least one")
     total_loss, correct = 0.0, 0
     for start in range(0, len(x), batch_size):
-        labels = y[start : start + batch_size]
-        if not isinstance(model, Sequential):
-            probs = model.predict_proba(x[start : start + batch_size])
-            picked = probs[np.arange(len(labels)), labels]
-            loss = float(-np.log(np.maximum(picked, np.finfo(probs.dtype).tiny)).mean())
+        batch, labels = x[start : start + batch_size], y[start : start + batch_size]
+        # a Sequential's logits (which rank as its probabilities do) give the loss at once; a
+        # FlipAveraged model averages probabilities
+        out = model.forward(batch) if isinstance(model, Sequential) else model.predict_proba(batch)
+        if start == 0:
+            _check_labels(y, out.shape[1])
+        if isinstance(model, Sequential):
+            loss, _ = softmax_cross_entropy(out, labels)
         else:
-            probs = model.forward(x[start : start + batch_size])  # logits rank the same
-            loss, _ = softmax_cross_entropy(probs, labels)
+            picked = out[np.arange(len(labels)), labels]
+            loss = float(-np.log(np.maximum(picked, np.finfo(out.dtype).tiny)).mean())
         total_loss += loss * len(labels)
-        correct += int((probs.argmax(axis=1) == labels).sum())
+        correct += int((out.argmax(axis=1) == labels).sum())
     return total_loss / len(x), correct / len(x)
+
+
+def _check_labels(y: Array, outputs: int) -> None:
+    """Labels the model can score, said as such rather than as NumPy's IndexError."""
+    if not 0 <= int(y.min()) <= int(y.max()) < outputs:
+        raise ValueError(f"labels must be in 0..{outputs - 1} (the model's outputs), "
+                         f"got {int(y.min())}..{int(y.max())}")  # fmt: skip
 
 
 F = TypeVar("F", bound=Callable[..., Any])
