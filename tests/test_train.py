@@ -196,3 +196,25 @@ def test_evaluate_names_labels_it_cannot_score(labels, message, rng):
     for scored in (model, FlipAveraged(model)):
         with pytest.raises(ValueError, match=message):
             evaluate(scored, x, labels)
+
+
+@pytest.mark.parametrize(
+    ("train_labels", "val_labels", "message"),
+    [(np.arange(50) % 12, None, r"train: labels must be in 0\.\.9 \(the model.s .*0\.\.11"),
+     (-(np.arange(50) % 3), None, r"train: labels must be in 0\.\.9 .*, got -2\.\.0"),
+     (np.arange(49) % 10, None, "train: 50 images and 49 labels"),
+     (np.arange(50) % 10, np.array([1, 2, 3, 4, 10]), r"val: labels must be in 0\.\.9 .*1\.\.10")],
+)  # fmt: skip
+def test_fit_names_labels_it_cannot_train_on_before_a_step(train_labels, val_labels, message,
+                                                           rng):  # fmt: skip
+    """A negative label trained silently as the last class; one past the outputs was NumPy's
+    IndexError in the middle of an epoch."""
+    model = mlp(784, [8], 10, rng=rng)
+    before = model.state_dict()
+    x = rng.random((50, 784), dtype=np.float32)
+    val = None if val_labels is None else (x[:5], val_labels)
+    with pytest.raises(ValueError, match=message):
+        fit(model, Adam(model.parameters()), (x, train_labels), val=val, epochs=1, batch_size=16,
+            rng=rng)  # fmt: skip
+    after = model.state_dict()
+    assert all(np.array_equal(before[k], after[k]) for k in before)  # not a step taken

@@ -115,9 +115,7 @@ def evaluate(
 ) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of model on (x, y), in inference mode (through the test-time
     averaging of a FlipAveraged model)."""
-    y = np.asarray(y)
-    if len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"{len(x)} images and {len(y)} labels: expected as many, at least one")
+    y = _checked_pair(x, y)
     total_loss, correct = 0.0, 0
     for start in range(0, len(x), batch_size):
         batch, labels = x[start : start + batch_size], y[start : start + batch_size]
@@ -136,10 +134,21 @@ def evaluate(
     return total_loss / len(x), correct / len(x)
 
 
-def _check_labels(y: Array, outputs: int) -> None:
-    """Labels the model can score, said as such rather than as NumPy's IndexError."""
+def _checked_pair(x: Array, y: Array, what: str = "") -> Array:
+    """`y` as an array, as long as `x` and not empty."""
+    y = np.asarray(y)
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(
+            f"{what}{len(x)} images and {len(y)} labels: expected as many, at least one"
+        )
+    return y
+
+
+def _check_labels(y: Array, outputs: int, what: str = "") -> None:
+    """Labels the model can score, said as such rather than as NumPy's IndexError (or, for a
+    negative one, silently the last class)."""
     if not 0 <= int(y.min()) <= int(y.max()) < outputs:
-        raise ValueError(f"labels must be in 0..{outputs - 1} (the model's outputs), "
+        raise ValueError(f"{what}labels must be in 0..{outputs - 1} (the model's outputs), "
                          f"got {int(y.min())}..{int(y.max())}")  # fmt: skip
 
 
@@ -193,6 +202,11 @@ def fit(
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
+    labels = {what: _checked_pair(*pair, f"{what}: ")
+              for what, pair in (("train", train), ("val", val)) if pair is not None}  # fmt: skip
+    outputs = unwrap(model).predict_proba(train[0][:1], pixels=False).shape[1]  # no state kept
+    for what, y in labels.items():
+        _check_labels(y, outputs, f"{what}: ")
     keep_freed_memory()
     st = state if state is not None else TrainState()
     history = st.history
