@@ -296,3 +296,40 @@ def test_a_slow_client_does_not_hold_the_server(run_dir, images):
         proc.terminate()
         proc.wait()
         proc.stderr.close()
+
+
+def test_metrics_count_every_worker_whichever_answers(run_dir, images, tmp_path):
+    """With --workers 2 each worker counted only its own requests, so /metrics showed whichever
+    worker the connection reached. The workers now share Prometheus' multiprocess folder (in
+    TMPDIR, removed when the server stops): the counts are the whole server's."""
+    import sys
+
+    import httpx
+
+    from serving import start_server
+
+    (tmp_path / "tmp").mkdir()
+    cmd = [sys.executable, "-m", "fashionnet", "serve", str(run_dir), "--port", "0",
+           "--workers", "2"]  # fmt: skip
+    proc, port = start_server(cmd, 2, env={**os.environ, "TMPDIR": str(tmp_path / "tmp")})
+    try:
+        for _ in range(16):  # a connection each: the kernel hands them to either worker
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+                assert http.get("/healthz").status_code == 200
+                r = http.post("/v1/predict", content=png(images[0]),
+                              headers={"content-type": "image/png"})  # fmt: skip
+                assert r.status_code == 200
+        for _ in range(4):  # any worker's answer
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+                text = http.get("/metrics").text
+            assert 'fashionnet_requests_total{endpoint="/healthz",status="200"} 16.0' in text
+            assert 'fashionnet_requests_total{endpoint="/v1/predict",status="200"} 16.0' in text
+        shared = [p.name[:19] for p in (tmp_path / "tmp").iterdir()]
+        assert shared == ["fashionnet-metrics-"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait() == 0
+        assert list((tmp_path / "tmp").iterdir()) == []
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()

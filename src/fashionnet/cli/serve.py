@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
         from ..serve import server
         from ..serve.app import create_app
+        from ..serve.metrics import shared_by_workers
     except ImportError as e:
         raise UsageError(f"fashionnet serve needs the serve extra ({e.name} is missing): "
                          "pip install 'fashionnet[serve]'") from None  # fmt: skip
@@ -73,8 +74,9 @@ def run(args: argparse.Namespace) -> int:
             server.run(create_app(path, **settings), sockets, workers=1, **common)
         else:  # each worker process builds its own app from the settings
             os.environ["FASHIONNET_SERVE"] = json.dumps({"model": str(path), **settings})
-            server.run("fashionnet.serve.app:app_from_env", sockets, workers=args.workers,
-                       factory=True, **common)  # fmt: skip
+            with shared_by_workers():  # /metrics from any worker counts them all
+                server.run("fashionnet.serve.app:app_from_env", sockets, workers=args.workers,
+                           factory=True, **common)  # fmt: skip
     finally:
         for sock in sockets:
             sock.close()

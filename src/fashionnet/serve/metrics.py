@@ -1,11 +1,17 @@
-"""Prometheus metrics of one server process: requests and errors by endpoint and status,
-latency, and the sizes of the batches the model ran. Each application has its own registry, so
-two servers in one process (tests) do not share counts; with --workers N each worker counts its
-own requests (scrape them separately, or run one worker a replica)."""
+"""Prometheus metrics of a server: requests and errors by endpoint and status, latency, and the
+sizes of the batches the model ran. Each application has its own registry, so two servers in one
+process (tests) do not share counts. With --workers N, whichever worker answers /metrics reports
+the whole server: every worker writes its counts to files in a folder they share (Prometheus'
+own multiprocess mode, PROMETHEUS_MULTIPROC_DIR) and /metrics adds them up."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import Response
@@ -34,7 +40,33 @@ class Metrics:
         )  # fmt: skip
 
     def response(self) -> Response:
-        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+        registry = self.registry
+        if os.environ.get(SHARED):  # the workers' counts, added up
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+SHARED = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@contextmanager
+def shared_by_workers() -> Iterator[None]:
+    """A folder for the workers' counts while the block runs (the workers started in it inherit
+    SHARED, which prometheus_client reads when it is imported), removed after; one already
+    named by SHARED (a deployment's own) is used and kept."""
+    if os.environ.get(SHARED):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="fashionnet-metrics-")
+    os.environ[SHARED] = folder
+    try:
+        yield
+    finally:
+        del os.environ[SHARED]
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class MetricsMiddleware:
