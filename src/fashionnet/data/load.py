@@ -200,36 +200,7 @@ def load_splits(
     where = find_data(path)
     folder = where if where.is_dir() else where.parent
     names = read_class_names(folder / "classes.txt")
-    sources: dict[str, tuple[str, Path]] = {}  # split -> ("images" | "files" | "file", path)
-    missing: dict[str, str] = {}
-    named = next((w for w in SPLITS if w in where.name), None)  # the split a file names
-    for split in SPLITS:
-        twin = where.with_name(where.name.replace(named, split)) if named else where
-        if where.is_dir() and _reads_images(where, split):
-            sources[split] = ("images", where / split)
-        elif where.is_dir() and _has_split(where, split):
-            sources[split] = ("files", where)
-        elif split == "test" and _class_folders_only(where):  # photos sorted by class
-            sources[split] = ("images", where)
-        elif _class_folders_only(where):
-            missing[split] = (
-                f"{_no_split(where, split)}; its sub-folders are read as test images, one "
-                "per class (training needs train/ and test/ folders of such sub-folders: "
-                f"fashionnet data split {where} NEW_FOLDER lays them out)"
-            )
-        elif where.is_dir():
-            missing[split] = _no_split(where, split)
-        elif split == (named or "test"):  # a file naming none is test data, as evaluate has it
-            sources[split] = ("file", where)
-        elif named and twin.exists():  # a FIFO there is said to be one when read
-            sources[split] = ("file", twin)
-        elif named:
-            missing[split] = f"{where}: no {split} file beside it (expected {twin.name})"
-        else:  # "expected x.csv" would name the file itself
-            missing[split] = (
-                f"{where}: a training file's name must hold 'train' (its test file is named "
-                "with 'test' in its place), or pass their folder"
-            )
+    sources, missing = _locate(where)
     for split in need:
         if split in missing:
             raise DataError(missing[split])
@@ -262,6 +233,43 @@ def load_splits(
     return Splits(found, missing, names, source=str(where), warnings=tuple(notes))
 
 
+def _locate(where: Path) -> tuple[dict[str, tuple[str, Path]], dict[str, str]]:
+    """Where each split of the data at `where` is, as (kind, path) with kind "images" (a folder
+    per class), "files" (a folder of IDX / CSV / .npz files) or "file"; and for a split that is
+    not there, why, as one line. Nothing is read."""
+    sources: dict[str, tuple[str, Path]] = {}  # split -> ("images" | "files" | "file", path)
+    missing: dict[str, str] = {}
+    named = next((w for w in SPLITS if w in where.name), None)  # the split a file names
+    for split in SPLITS:
+        twin = where.with_name(where.name.replace(named, split)) if named else where
+        if where.is_dir() and _reads_images(where, split):
+            sources[split] = ("images", where / split)
+        elif where.is_dir() and _has_split(where, split):
+            sources[split] = ("files", where)
+        elif split == "test" and _class_folders_only(where):  # photos sorted by class
+            sources[split] = ("images", where)
+        elif _class_folders_only(where):
+            missing[split] = (
+                f"{_no_split(where, split)}; its sub-folders are read as test images, one "
+                "per class (training needs train/ and test/ folders of such sub-folders: "
+                f"fashionnet data split {where} NEW_FOLDER lays them out)"
+            )
+        elif where.is_dir():
+            missing[split] = _no_split(where, split)
+        elif split == (named or "test"):  # a file naming none is test data, as evaluate has it
+            sources[split] = ("file", where)
+        elif named and twin.exists():  # a FIFO there is said to be one when read
+            sources[split] = ("file", twin)
+        elif named:
+            missing[split] = f"{where}: no {split} file beside it (expected {twin.name})"
+        else:  # "expected x.csv" would name the file itself
+            missing[split] = (
+                f"{where}: a training file's name must hold 'train' (its test file is named "
+                "with 'test' in its place), or pass their folder"
+            )
+    return sources, missing
+
+
 def _reads_images(folder: Path, split: str) -> bool:
     """Whether `split` comes from folder/split/, one sub-folder of images per class: beside the
     other split's image folder, or where the folder holds no `split` files."""
@@ -287,13 +295,6 @@ def _no_split(folder: Path, split: str) -> str:
     )
 
 
-def _test_file_of(train_file: Path) -> Path:
-    test_file = train_file.with_name(train_file.name.replace("train", "test"))
-    if not test_file.exists():
-        raise DataError(f"{train_file}: no test file beside it (expected {test_file.name})")
-    return test_file
-
-
 def _has_split(folder: Path, split: str) -> bool:
     """Whether load_split finds `split` files in `folder`."""
     idx = all(_find_file(folder, stem) for stem in IDX_FILES[split])
@@ -315,20 +316,17 @@ def load_test_split(
     itself the folder of images per class (photos sorted by class). Image folders may hold
     some of the classes only.
     """
-    where = find_data(path)
-    notes: list[str] = []
-    if _reads_images(where, "test"):
-        test, _ = read_image_folder(
-            where / "test", class_names=class_names, size=size, every_class=False
-        )
-        return test, str(where / "test"), ()
-    if _class_folders_only(where):
-        test, _ = read_image_folder(where, class_names=class_names, size=size, every_class=False)
-        return test, str(where), ()
-    if where.is_dir():
-        return load_split(where, "test", None, notes), str(where), tuple(notes)
-    test_file = _test_file_of(where) if "train" in where.name else where
-    return read_file(test_file), str(test_file), ()
+    sources, missing = _locate(find_data(path))
+    if "test" not in sources:
+        raise DataError(missing["test"])
+    kind, source = sources["test"]
+    if kind == "images":
+        test, _ = read_image_folder(source, class_names=class_names, size=size, every_class=False)
+        return test, str(source), ()
+    if kind == "files":
+        notes: list[str] = []
+        return load_split(source, "test", None, notes), str(source), tuple(notes)
+    return read_file(source), str(source), ()
 
 
 def to_float(images: np.ndarray) -> np.ndarray:
