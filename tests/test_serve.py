@@ -333,3 +333,14 @@ def test_metrics_count_every_worker_whichever_answers(run_dir, images, tmp_path)
         proc.kill()
         proc.wait()
         proc.stderr.close()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_metrics_folder_that_is_not_there_is_one_line(run_dir, workers, monkeypatch, capsys):
+    """prometheus_client writes each count to PROMETHEUS_MULTIPROC_DIR when it is set: a folder
+    that is not there failed every worker with a traceback at its first request."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/nonexistent/metrics")
+    assert main(["serve", str(run_dir), "--port", "0", "--workers", workers]) == 2
+    err = capsys.readouterr().err
+    assert err == ("fashionnet: error: PROMETHEUS_MULTIPROC_DIR=/nonexistent/metrics: no such "
+                   "folder (where the metrics of the server's processes are kept)\n")  # fmt: skip

@@ -55,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--port {args.port}: expected 0..65535")
     if args.max_wait_ms < 0:
         raise UsageError(f"--max-wait-ms {args.max_wait_ms:g}: expected 0 or more")
+    shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if shared and not os.path.isdir(shared):  # prometheus_client would fail at the first count
+        raise UsageError(f"PROMETHEUS_MULTIPROC_DIR={shared}: no such folder (where the "
+                         "metrics of the server's processes are kept)")  # fmt: skip
     path = model_path(args.model)
     loaded = open_model(path)  # a model that fails to load stops here: one line, exit 2
     try:
