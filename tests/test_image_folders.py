@@ -238,3 +238,35 @@ def test_data_split_warns_of_a_small_class_and_leaves_nothing_when_it_fails(tmp_
     fifo = shop / "grey" / "pipe.png"
     assert err == f"fashionnet: error: {fifo}: is a FIFO, not a regular file\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["made", "ok"]  # no temp folder left
+
+
+def test_evaluate_names_the_photos_it_got_wrong_most_confidently(tmp_path, rng, capsys):
+    from fashionnet.checkpoint import save_checkpoint
+    from fashionnet.data import CLASS_NAMES
+    from fashionnet.model import mlp
+
+    model = mlp(784, [16], 10, rng=rng)
+    save_checkpoint(tmp_path / "m.npz", model, metadata={"image_shape": [28, 28]})
+    shop = tmp_path / "shop"
+    for name in ("Shirt", "Bag"):
+        (shop / name).mkdir(parents=True)
+        for i in range(5):
+            pixels = rng.integers(0, 256, (28, 28), dtype=np.uint8)
+            Image.fromarray(pixels).save(shop / name / f"{i}.png")
+    argv = ["evaluate", str(tmp_path / "m.npz"), "--data", str(shop)]
+    assert main([*argv, "--json", "--mistakes", "3"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    wrong = 10 - round(result["test_accuracy"] * 10)
+    mistakes = result["mistakes"]
+    assert len(mistakes) == min(3, wrong) and wrong > 0  # a random model gets most wrong
+    probabilities = [m["probability"] for m in mistakes]
+    assert probabilities == sorted(probabilities, reverse=True)
+    for m in mistakes:  # each named by its file, whose folder is its true class
+        path = shop / m["true"] / m["input"].rsplit("/", 1)[1]
+        assert m["input"] == str(path) and path.is_file()
+        assert m["predicted"] in CLASS_NAMES and m["predicted"] != m["true"]
+    assert main([*argv, "--mistakes", "3"]) == 0
+    out = capsys.readouterr().out
+    assert f"the {len(mistakes)} most confident mistakes" in out
+    first = mistakes[0]
+    assert f"  {first['input']}: {first['true']} -> {first['predicted']} " in out

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data import load_test_split
+from ..data import Split, load_test_split
 from ..model import Classifier
 from ..runs import evaluate_test_set, recorded_data
 from ._common import DATA_HELP, UsageError, load_model, model_path, positive_int, warn
@@ -38,12 +38,10 @@ def write(
         print(f"report {files[-1]}")
 
 
-def test_split(
-    meta: dict[str, Any], data_path: str | None, limit: int | None
-) -> tuple[np.ndarray, np.ndarray, str]:
-    """(images, labels, source) of the test split a model is measured on: the flags' data and
-    limit, else those it was trained and tested with. Only test data is read: a folder of the
-    test files alone, or a test file itself, will do."""
+def test_split(meta: dict[str, Any], data_path: str | None, limit: int | None) -> tuple[Split, str]:
+    """(split, source) of the test images a model is measured on: the flags' data and limit,
+    else those it was trained and tested with. Only test data is read: a folder of the test
+    files alone, or a test file itself, will do."""
     recorded_path, recorded_limit = recorded_data(meta)
     names, shape = meta.get("class_names"), meta.get("image_shape")
     split, source, notes = load_test_split(
@@ -54,13 +52,14 @@ def test_split(
     warn(notes)
     limit = limit or recorded_limit
     images, labels = split.images[:limit], split.labels[:limit]
+    split = Split(images, labels, split.names[:limit])
     expected = tuple(shape or images.shape[1:])
     if images.shape[1:] != expected:
         raise UsageError(f"{source}: images are {images.shape[1:]}, the model expects {expected}")
     top = int(labels.max(initial=0))
     if isinstance(names, list) and top >= len(names):
         raise UsageError(f"{source}: labels go up to {top}, the model knows {len(names)} classes")
-    return images, labels, source
+    return split, source
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,6 +67,6 @@ def run(args: argparse.Namespace) -> int:
     if not (args.run / "model.npz").is_file():
         raise UsageError(f"{args.run}: no model.npz, not a finished fashionnet run folder")
     model, meta = load_model(args.run)
-    images, labels, _ = test_split(meta, args.data, args.limit)
-    write(args.run, model, meta, images, labels)
+    split, _ = test_split(meta, args.data, args.limit)
+    write(args.run, model, meta, split.images, split.labels)
     return 0

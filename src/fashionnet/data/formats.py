@@ -47,16 +47,24 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Split:
-    """Images as stored (uint8, (n, h, w)) and integer labels (int64, (n,))."""
+    """Images as stored (uint8, (n, h, w)) and integer labels (int64, (n,)); for pictures read
+    from files, their paths (`names`, one per image; empty for arrays, whose index names them)."""
 
     images: np.ndarray
     labels: np.ndarray
+    names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.images) != len(self.labels):
             raise DataError(
                 f"{len(self.images)} images but {len(self.labels)} labels: counts must agree"
             )
+        if self.names and len(self.names) != len(self.labels):
+            raise ValueError(f"{len(self.names)} names for {len(self.labels)} images")
+
+    def name(self, i: int) -> str:
+        """What image `i` is called: its file, else its index."""
+        return self.names[i] if self.names else f"#{i}"
 
     def __len__(self) -> int:
         return len(self.labels)

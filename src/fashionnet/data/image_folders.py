@@ -136,7 +136,8 @@ def read_image_folder(
     first, size = _read_picture(files[0][1], size)
     rest = threads.map_ordered(lambda file: _read_picture(file[1], size)[0], files[1:])
     labels = np.asarray([label for label, _ in files], dtype=np.int64)
-    return Split(np.stack([first, *rest]), labels), tuple(names)
+    paths = tuple(str(path) for _, path in files)
+    return Split(np.stack([first, *rest]), labels, paths), tuple(names)
 
 
 def _key(name: str) -> str:
