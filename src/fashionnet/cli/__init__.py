@@ -42,12 +42,18 @@ EXAMPLES = """examples:
   fashionnet evaluate runs/cnn              test accuracy, per class, most confused pairs
   fashionnet predict runs/cnn shirt.jpg photos/ --top-k 3 --show seen.png
                                             classify photos and see what the model saw
+  fashionnet predict runs/cnn https://example.com/img/shirt.jpg
+                                            a picture on the web, by its address
+  fashionnet evaluate runs/cnn --data my_photos/ --mistakes 10
+                                            photos sorted into a folder per class
   fashionnet report runs/cnn                report/report.html: curves, confusion, mistakes
   fashionnet export runs/cnn cnn.onnx --format onnx
                                             for onnxruntime and other runtimes
   fashionnet serve runs/cnn                 an HTTP API and a web page on http://127.0.0.1:8000/
   fashionnet data show --per-class 4 --out grid.png
                                             look at the data
+  fashionnet data split my_photos/ my_dataset/
+                                            photos by class as train/ and test/, to train on
 
 Each command's options: fashionnet COMMAND --help
 """
