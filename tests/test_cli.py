@@ -351,6 +351,20 @@ def test_top_level_help_has_examples(capsys):
     assert "examples:" in out and "fashionnet predict" in out and "fashionnet train" in out
 
 
+def test_every_example_in_the_help_parses():
+    """The examples are commands a newcomer copies: each must be one the parser takes."""
+    import shlex
+
+    from fashionnet.cli import EXAMPLES, build_parser
+
+    commands = [line.split("   ")[0].strip() for line in EXAMPLES.splitlines()
+                if line.startswith("  fashionnet ")]  # fmt: skip
+    assert len(commands) >= 10
+    for command in commands:
+        args = build_parser().parse_args(shlex.split(command)[1:])
+        assert args.command == command.split()[1], command
+
+
 def test_a_run_says_when_it_stopped_early_and_when_it_learned_nothing(tmp_path, rng, capsys):
     folder = tmp_path / "noise"  # random images with random labels: nothing to learn
     write_idx_folder(folder, rng, n_train=300, n_test=200)
