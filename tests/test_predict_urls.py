@@ -66,6 +66,13 @@ class Shop(BaseHTTPRequestHandler):
         self.wfile.write(body if self.path != "/big" else body * 4)
 
 
+@pytest.fixture(autouse=True)
+def no_proxy_for_loopback(monkeypatch):
+    """urllib sends every address through HTTP_PROXY when one is set, 127.0.0.1 included."""
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(name, "127.0.0.1,localhost")
+
+
 @pytest.fixture
 def shop(tmp_path):
     rng = np.random.default_rng(0)
