@@ -14,7 +14,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 
 from .augment import Augment
-from .layers import Array
+from .layers import Array, array_namespace
 from .losses import softmax_cross_entropy
 from .model import INFERENCE_BATCH, Classifier, Sequential, unwrap
 from .optim import Optimizer
@@ -135,8 +135,8 @@ def evaluate(
 
 
 def _checked_pair(x: Array, y: Array, what: str = "") -> Array:
-    """`y` as an array, as long as `x` and not empty."""
-    y = np.asarray(y)
+    """`y` as an array of `x`'s module (NumPy, or CuPy on a GPU), as long as `x`, not empty."""
+    y = array_namespace(x).asarray(y)
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(
             f"{what}{len(x)} images and {len(y)} labels: expected as many, at least one"
