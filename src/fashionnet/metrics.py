@@ -37,6 +37,12 @@ def per_class(confusion: Array) -> dict[str, Array]:
     return {"precision": precision, "recall": recall, "f1": f1, "support": support.astype(np.int64)}
 
 
+def seen_classes(confusion: Array) -> Array:
+    """Which classes are in the labels or the predictions (a boolean per class)."""
+    confusion = np.asarray(confusion)
+    return (confusion.sum(axis=0) + confusion.sum(axis=1)) > 0
+
+
 def top_k_accuracy(labels: Array, probs: Array, k: int) -> float:
     """Fraction of images whose true class is among the k most probable."""
     if not 1 <= k <= probs.shape[1]:
@@ -81,7 +87,7 @@ def report(labels: Array, probs: Array, *, losses: Array | None = None) -> dict[
     classes = per_class(confusion)
     # macro averages over the classes in the labels or the predictions, as scikit-learn's: a
     # folder of shirts and trousers says nothing about sandals
-    seen = (confusion.sum(axis=0) + confusion.sum(axis=1)) > 0
+    seen = seen_classes(confusion)
     seen = seen if seen.any() else np.ones_like(seen)
     result: dict[str, Any] = {
         "accuracy": accuracy(labels, predicted),

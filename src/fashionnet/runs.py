@@ -104,11 +104,7 @@ def splits_of(config: RunConfig, data: Dataset) -> tuple[Split, Split]:
                         "needs at least two")  # fmt: skip
     train, test = data.train, data.test
     if config.limit:
-        n = config.limit
-        train, test = (
-            Split(train.images[:n], train.labels[:n]),
-            Split(test.images[:n], test.labels[:n]),
-        )
+        train, test = train.first(config.limit), test.first(config.limit)
     if config.val_size >= len(train):
         raise ConfigError("val_size", f"{config.val_size}: must be smaller than the "
                                       f"{len(train)} training images")  # fmt: skip

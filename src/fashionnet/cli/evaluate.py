@@ -11,6 +11,7 @@ import numpy as np
 
 from .._text import shown
 from ..data import CLASS_NAMES, Split
+from ..metrics import seen_classes
 from ..runs import evaluate_test_set
 from ._common import DATA_HELP, MODEL_HELP, load_model, non_negative_int, positive_int
 from .report import test_split
@@ -49,8 +50,7 @@ def _print(result: dict[str, Any], names: list[str], mistakes: list[dict[str, An
           f"expected calibration error {result['expected_calibration_error']:.4f}\n")  # fmt: skip
     width = max(len(n) for n in names)
     print(f"{'class':<{width}}  precision  recall     F1  support")
-    pc, confusion = result["per_class"], np.asarray(result["confusion_matrix"])
-    seen = (confusion.sum(axis=0) + confusion.sum(axis=1)) > 0
+    pc, seen = result["per_class"], seen_classes(result["confusion_matrix"])
     for i, name in enumerate(names):
         if seen[i]:
             print(f"{name:<{width}}  {pc['precision'][i]:9.4f}  {pc['recall'][i]:6.4f}  "

@@ -50,9 +50,8 @@ def test_split(meta: dict[str, Any], data_path: str | None, limit: int | None) -
         size=(shape[1], shape[0]) if isinstance(shape, list) and len(shape) == 2 else None,
     )
     warn(notes)
-    limit = limit or recorded_limit
-    images, labels = split.images[:limit], split.labels[:limit]
-    split = Split(images, labels, split.names[:limit])
+    split = split.first(limit or recorded_limit)
+    images, labels = split.images, split.labels
     expected = tuple(shape or images.shape[1:])
     if images.shape[1:] != expected:
         raise UsageError(f"{source}: images are {images.shape[1:]}, the model expects {expected}")

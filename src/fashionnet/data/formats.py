@@ -62,6 +62,10 @@ class Split:
         if self.names and len(self.names) != len(self.labels):
             raise ValueError(f"{len(self.names)} names for {len(self.labels)} images")
 
+    def first(self, n: int | None) -> Split:
+        """The first `n` images (all of them for None), with their labels and names."""
+        return Split(self.images[:n], self.labels[:n], self.names[:n])
+
     def name(self, i: int) -> str:
         """What image `i` is called: its file, else its index."""
         return self.names[i] if self.names else f"#{i}"
