@@ -221,6 +221,20 @@ def test_data_split_lays_out_photos_sorted_by_class_for_training(tmp_path, rng, 
     assert _listing(tmp_path / "again") == listing != _listing(tmp_path / "other")
 
 
+def test_what_data_split_wrote_trains_with_no_other_flag(tmp_path, rng, capsys):
+    # the command data split suggests, as it suggests it: a tenth of the 96 training pictures
+    # is held out for validation (a fixed 5,000 refused them all)
+    write_images(tmp_path / "made", rng, n_per_class=40)
+    out, run = tmp_path / "split", tmp_path / "run"
+    assert main(["data", "split", str(tmp_path / "made" / "train"), str(out)]) == 0
+    assert f"train on it with --data {out}" in capsys.readouterr().out
+    assert main(["train", "--data", str(out), "--epochs", "1", "--hidden", "8", "--out", str(run),
+                 "--quiet", "--no-report"]) == 0  # fmt: skip
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["train_size"], metrics["val_size"], metrics["test_size"]) == (87, 9, 24)
+    assert json.loads((run / "config.json").read_text())["val_size"] is None
+
+
 def test_data_split_warns_of_a_small_class_and_leaves_nothing_when_it_fails(tmp_path, rng, capsys):
     import os
 

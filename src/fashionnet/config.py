@@ -103,7 +103,11 @@ class RunConfig:
         None,
         "dataset folder or training file (none: $FASHIONNET_DATA, else Debian's folder)",
     )
-    val_size: int = _field(5000, "validation images carved from the training set", lo=0)
+    val_size: int | None = _field(
+        None,
+        "validation images carved from the training set (none: a tenth of them, at most 5000)",
+        lo=0,
+    )
     limit: int | None = _field(None, "use only the first N images of each split", lo=1)
     seed: int = _field(0, "random seed: same seed, same weights", lo=0)
 
