@@ -16,7 +16,7 @@ RANKS = {
     "model": 4,
     "train": 5, "facts": 5,
     "checkpoint": 6, "export": 6, "plots": 6, "sklearn": 6,
-    "resume": 7, "classify": 7, "card": 7,
+    "resume": 7, "classify": 7, "card": 7, "transfer": 7,
     "runs": 8,
     "report": 9, "serve": 9, "sweep": 9,
     "cli": 10,

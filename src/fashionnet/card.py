@@ -84,6 +84,7 @@ def model_card(name: str, meta: dict[str, Any], evaluation: dict[str, Any]) -> s
             f"- {m.get('train_size', '?')} training images, {m.get('val_size', '?')} held out for "
             f"validation (choosing the best epoch), {m.get('test_size', '?')} test images used "
             "only for the figures below.",
+            *_started_from(meta.get("from_model")),
             "",
             "## Training procedure",
             "",
@@ -119,6 +120,18 @@ def model_card(name: str, meta: dict[str, Any], evaluation: dict[str, Any]) -> s
             "",
         ]
     )
+
+
+def _started_from(origin: Any) -> list[str]:
+    """The card's line on a fine-tuned model: the model its weights started from."""
+    if not isinstance(origin, dict):
+        return []
+    kept = [shown(n) for n in origin.get("classes_kept", [])]
+    last = (f"the last layer's too for {', '.join(kept)} (classes that model has)" if kept
+            else "the last layer's at random (that model has none of these classes)")  # fmt: skip
+    path, digest = shown(str(origin.get("path"))), origin.get("sha256")
+    return [f"- Fine-tuned: training started from the weights of `{path}` (SHA-256 {digest}); "
+            f"{last}."]  # fmt: skip
 
 
 def write_model_card(folder: Path, meta: dict[str, Any], evaluation: dict[str, Any]) -> Path:

@@ -74,6 +74,12 @@ class RunConfig:
     dropout: float = _field(0.0, "dropout after each hidden dense layer", lo=0, hi=1, hi_open=True)
     input_dropout: float = _field(0.0, "mlp: dropout on the input pixels", lo=0, hi=1, hi_open=True)
     tta: str | None = _field(None, "flip: predictions average each image and its mirror image")
+    from_model: str | None = _field(
+        None,
+        "start from this trained model's weights (model file or run folder) and its layers; "
+        "the settings start from its preset",
+        since=3,
+    )
     # optimiser and learning-rate schedule
     optimizer: str = _field("adamw", "sgd (momentum, Nesterov), adam, or adamw (decoupled decay)")
     lr: float = _field(3e-3, "peak learning rate", lo=0, hi=10, lo_open=True)

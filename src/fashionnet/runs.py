@@ -21,7 +21,7 @@ import numpy as np
 from ._fsutil import atomic_write, lock_folder, open_regular, stale_temp_files
 from .augment import make_augment
 from .card import write_model_card
-from .checkpoint import save_checkpoint
+from .checkpoint import read_checkpoint, save_checkpoint
 from .config import ConfigError, RunConfig
 from .data import DataError, Dataset, Split, load_fashion_mnist, to_float, train_val_split
 from .metrics import report
@@ -30,6 +30,7 @@ from .optim import Optimizer, make_optimizer
 from .resume import ResumeError, data_checksum, load_last, save_last
 from .schedules import Schedule, make_schedule
 from .train import History, TrainState, evaluate, fit, quiet_floats
+from .transfer import start_from
 
 RUNS_ROOT = Path("runs")
 MAX_CONFIG_BYTES = 1 << 20  # a config.json is a few hundred bytes
@@ -114,8 +115,7 @@ def splits_of(config: RunConfig, data: Dataset) -> tuple[Split, Split]:
 
 def val_count(config: RunConfig, n_train: int) -> int:
     """How many of `n_train` training images a run holds out for validation: its val_size, or
-    by default a tenth of them, at most AUTO_VAL_MAX (5,000 of Fashion-MNIST's 60,000, as
-    before; 14 of the 144 photos a user has sorted into folders, where 5,000 was an error)."""
+    a tenth of them, at most AUTO_VAL_MAX (5,000 of Fashion-MNIST's 60,000; 14 of 144 photos)."""
     if config.val_size is not None:
         return config.val_size
     return min(AUTO_VAL_MAX, n_train // 10)
@@ -272,14 +272,19 @@ class Run:
         model, optimizer, schedule = build_training(
             config, x.shape[1], len(data.class_names), len(x), rng
         )
+        resuming = self._resume and (self.folder / "last.npz").exists()
+        start = None  # where a fine-tuned run's weights came from (last.npz keeps it)
+        if config.from_model and not resuming:
+            start = start_from(config.from_model, model, data.class_names, train.images.shape[1:])
         self._take_folder()
         last = self.folder / "last.npz"
         try:
             for stale in stale_temp_files(self.folder):  # left by a save killed half-way
                 stale.unlink()
             state = TrainState()
-            if self._resume and last.exists():
+            if resuming:
                 state = load_last(last, model, optimizer, rng, checksum, len(x))
+                start = read_checkpoint(last)[0].get("from_model") if config.from_model else None
             elif not self._resume:
                 self._write_json("config.json", config.to_json())
         except BaseException:
@@ -291,10 +296,12 @@ class Run:
             "input_scale": 1 / 255,
             "config": config.to_json(),
         }
+        origin = {"from_model": start} if start else {}
+        metadata |= origin
 
         def save_resume_point(st: TrainState) -> None:
             run_meta = {"config": config.to_json(), "data_checksum": checksum,
-                        "step": optimizer.steps}  # fmt: skip
+                        "step": optimizer.steps} | origin  # fmt: skip
             save_last(last, model, optimizer, st, rng, run_meta)
 
         def end_of_epoch(record: dict[str, Any]) -> bool:

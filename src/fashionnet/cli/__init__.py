@@ -54,6 +54,8 @@ EXAMPLES = """examples:
                                             look at the data
   fashionnet data split my_photos/ my_dataset/
                                             photos by class as train/ and test/, to train on
+  fashionnet train --from-model runs/cnn --data my_dataset/
+                                            fine-tune a trained model on them
 
 Each command's options: fashionnet COMMAND --help
 """

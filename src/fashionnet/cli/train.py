@@ -25,6 +25,7 @@ from ..config import (
 )
 from ..runs import Run
 from ..train import History, TrainState, epoch_line
+from ..transfer import settings_from
 from ._common import UsageError, load_data
 
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
@@ -54,8 +55,9 @@ def add_parser(sub: Any) -> None:
         description="Train a preset, with any setting changed by its flag. Presets: "
         + "; ".join(f"{n}: {_summary(c)}" for n, c in PRESETS.items()),
     )  # fmt: skip
-    tr.add_argument("--preset", choices=list(PRESETS), default="mlp",
-                    help="the recipe the other settings start from (default: mlp)")  # fmt: skip
+    tr.add_argument("--preset", choices=list(PRESETS),
+                    help="the recipe the other settings start from (default: mlp; with "
+                         "--from-model, the model's own preset)")  # fmt: skip
     for f in dataclasses.fields(RunConfig):
         if f.name in NOT_FLAGS:
             continue
@@ -172,7 +174,11 @@ def run(args: argparse.Namespace) -> int:
         training = Run.open(args.resume)
     else:
         try:
-            training = Run(preset(args.preset, **given), args.out)
+            if given.get("from_model"):  # the model's layers, and its preset's recipe
+                config = settings_from(given.pop("from_model"), args.preset, **given)
+            else:
+                config = preset(args.preset or "mlp", **given)
+            training = Run(config, args.out)
         except ConfigError as e:
             raise UsageError(f"{_flag(e.name)} {e.message}") from None
     config = training.config
@@ -181,7 +187,8 @@ def run(args: argparse.Namespace) -> int:
     def on_start(started: Run, state: TrainState) -> None:
         _stop_on_signals(state)
         if not args.quiet:
-            verb = "resuming" if args.resume else f"fashionnet train --preset {config.preset}:"
+            verb = "resuming" if args.resume else f"fashionnet train --preset {config.preset}" + (
+                f" from {config.from_model}:" if config.from_model else ":")  # fmt: skip
             print(f"{verb} data {data.source}, run folder {started.folder}", flush=True)
 
     def on_epoch(record: dict[str, Any]) -> None:

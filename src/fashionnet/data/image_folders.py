@@ -140,7 +140,7 @@ def read_image_folder(
     return Split(np.stack([first, *rest]), labels, paths), tuple(names)
 
 
-def _key(name: str) -> str:
+def class_key(name: str) -> str:
     """A class name as folders spell it: no case, no punctuation or spaces."""
     return "".join(c for c in name.casefold() if c.isalnum())
 
@@ -149,12 +149,12 @@ def _labels_of_folders(folder: Path, found: list[str], names: tuple[str, ...]) -
     """Each sub-folder's class: the class of its name, else the one class of its _key."""
     by_key: dict[str, list[int]] = {}
     for i, name in enumerate(names):
-        by_key.setdefault(_key(name), []).append(i)
+        by_key.setdefault(class_key(name), []).append(i)
     label_of: dict[str, int] = {}
     for sub in found:
         label = names.index(sub) if sub in names else None
-        if label is None and len(by_key.get(_key(sub), [])) == 1:
-            label = by_key[_key(sub)][0]
+        if label is None and len(by_key.get(class_key(sub), [])) == 1:
+            label = by_key[class_key(sub)][0]
         if label is None:
             more = f" and {len(names) - 12} more" if len(names) > 12 else ""
             listed = ", ".join(names[:12]) + more
