@@ -736,7 +736,39 @@ def render(results: dict[str, Any]) -> str:
     sweeping = HERE / "sweep_results.json"
     if sweeping.exists():
         lines += render_sweep(json.loads(sweeping.read_text()))
+    tuning = HERE / "finetune_results.json"
+    if tuning.exists():
+        lines += render_finetune(json.loads(tuning.read_text()))
     return "\n".join(lines)
+
+
+def render_finetune(saved: dict[str, Any]) -> list[str]:
+    """The section benchmarks/finetune.py measures: fine-tuning against training from scratch."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("finetune", HERE / "finetune.py")
+    assert spec is not None and spec.loader is not None
+    finetune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(finetune)
+    lines = [
+        "## Fine-tuning (`train --from-model`) against training from scratch",
+        "",
+        "Test accuracy, median of the seeds [min-max]; both arms the same recipe and the same "
+        "images (benchmarks/finetune.py says how the scenarios are made).",
+        "",
+    ]
+    for r in saved.values():
+        tuned = f"; fine-tuned runs also {' '.join(r['tuned'])}" if r["tuned"] else ""
+        lines += [
+            f"{r['scenario']}, {r['preset']}: measured {r['date']} with `{r['command']}`; the "
+            f"model started from: test accuracy {r['source']['test_accuracy']:.4f} on its own "
+            f"test set; {r['epochs']} epochs of batch {r['batch_size']}, "
+            f"{len(r['rows'][0]['scratch'])} seeds{tuned}.",
+            "",
+            finetune.table(r["preset"], r["rows"]),
+            "",
+        ]
+    return lines
 
 
 def render_sweep(r: dict[str, Any]) -> list[str]:

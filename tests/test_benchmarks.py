@@ -117,3 +117,22 @@ def test_serve_load_benchmark_smoke_run(tmp_path, real_data):
     assert set(result["mlp"]) == {"plain FastAPI endpoint", "plain, one BLAS thread",
                                   "fashionnet serve"}  # fmt: skip
     assert all(v["rps"] > 0 for v in result["cnn"].values())
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("scenario", ["new-classes", "shifted"])
+def test_finetune_benchmark_smoke_run(tmp_path, real_data, scenario):
+    """benchmarks/finetune.py at tiny sizes, so it never rots: the arms run, the section renders."""
+    out = tmp_path / "finetune.json"
+    script = ROOT / "benchmarks" / "finetune.py"
+    run = subprocess.run([sys.executable, str(script), "--scenario", scenario, "--preset", "seed",
+                          "--per-class", "5", "--seeds", "0", "--epochs", "1", "--source-limit",
+                          "500", "--out", str(out)], capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-4000:]
+    (record,) = json.loads(out.read_text()).values()
+    (row,) = record["rows"]
+    arms = {"scratch", "fine-tuned"} | ({"as it is"} if scenario == "shifted" else set())
+    assert set(row) == {"per_class"} | arms
+    assert all(0 <= r["test_accuracy"] <= 1 for arm in arms for r in row[arm])
+    page = "\n".join(_bench_module().render_finetune(json.loads(out.read_text())))
+    assert f"{scenario}, seed: measured" in page and "| 5 |" in page
