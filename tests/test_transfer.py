@@ -85,7 +85,7 @@ def test_train_from_model_on_the_command_line(source, tmp_path, rng, capsys):
     data = write_data(tmp_path / "new", rng, classes=("Bag", "Sneaker", "Glove"))
     out = tmp_path / "tuned"
     argv = ["train", "--from-model", str(source), "--data", str(data), "--epochs", "2",
-            "--batch-size", "32", "--out", str(out), "--no-report"]  # fmt: skip
+            "--batch-size", "32", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
     assert f"--preset mlp from {source}: data {data}" in capsys.readouterr().out
     config = json.loads((out / "config.json").read_text())
@@ -93,6 +93,8 @@ def test_train_from_model_on_the_command_line(source, tmp_path, rng, capsys):
     assert config["preset"] == "mlp" and config["lr"] == PRESETS["mlp"].lr
     kept = json.loads((out / "metrics.json").read_text())
     assert kept["test_accuracy"] > 0.5  # three classes: chance is a third
+    report = (out / "report" / "report.md").read_text()
+    assert f"- fine-tuned from: {source / 'model.npz'} (SHA-256 " in report
 
 
 @pytest.mark.parametrize(

@@ -110,8 +110,14 @@ def _header(run_dir: Path, model: Classifier, meta: dict[str, Any]) -> list[tupl
     model_file = run_dir / "model.npz"
     made = (datetime.datetime.fromtimestamp(model_file.stat().st_mtime, datetime.UTC)
             .strftime("%Y-%m-%d %H:%M UTC") if model_file.exists() else "unknown")  # fmt: skip
+    origin = meta.get("from_model")
+    started = []
+    if isinstance(origin, dict):  # a fine-tuned run: the model its weights started from
+        where = f"{shown(str(origin.get('path')))} (SHA-256 {origin.get('sha256')})"
+        started.append(("fine-tuned from", where))
     return [
         ("preset", str(m.get("preset", config.get("preset", "unknown")))),
+        *started,
         ("architecture", architecture(config) if config else "unknown"),
         ("parameters", f"{unwrap(model).n_parameters():,}"),
         ("data", f"{m.get('data', 'unknown')} (MD5 {m.get('data_checksum', 'unknown')})"),
