@@ -396,3 +396,28 @@ def test_a_dask_cluster_that_loses_a_worker_finishes_the_sweep(tmp_path, data):
             p.kill()
             p.wait()
             p.stderr.close()
+
+
+def test_a_sweep_fine_tunes_a_model_and_keeps_its_layers(tmp_path, data, capsys):
+    source = tmp_path / "source"
+    assert main(["train", "--data", str(data), "--epochs", "1", "--hidden", "16", "--out",
+                 str(source), "--quiet", "--no-report"]) == 0  # fmt: skip
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--out", str(out), "--trials", "2", "--workers", "1", *fixed(data, epochs=1),
+            "--set", f"from_model={source}"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"--from-model {source}" in printed  # the chosen recipe, as a train command
+    for t in study_of(out).trials:
+        config = json.loads((Path(t.user_attrs["folder"]) / "config.json").read_text())
+        assert config["from_model"] == str(source) and config["hidden"] == [16]
+    assert json.loads((out / "summary.json").read_text())["test_accuracy"] > 0.5
+    assert "Fine-tuned: training started from" in (out / "best" / "MODEL_CARD.md").read_text()
+    # a search over the layers the model fixes is refused before any trial
+    again = ["sweep", "--out", str(tmp_path / "other"), "--trials", "2", "--workers", "1",
+             *fixed(data), "--set", f"from_model={source}",
+             "--param", "activation=choice:relu,tanh"]  # fmt: skip
+    assert main(again) == 2
+    assert capsys.readouterr().err == (f"fashionnet: error: activation is the model's own: a sweep "
+                                       f"from {source} keeps its layers\n")  # fmt: skip
+    assert not (tmp_path / "other").exists()

@@ -130,6 +130,7 @@ def _run(args: argparse.Namespace) -> int:
         storage_of,
     )
     from ..sweep.trial import Sweep, config_of
+    from ..transfer import ARCH_FIELDS
 
     if args.out is None:
         raise UsageError("--out DIR: the sweep's folder is required (or DIR --status)")
@@ -142,6 +143,10 @@ def _run(args: argparse.Namespace) -> int:
     # every worker reads it, and this process tests the chosen trial on it)
     try:
         config = config_of(sweep, {})
+        varied = [p.name for p in sweep.params if config.from_model and p.name in ARCH_FIELDS]
+        if varied:
+            raise ConfigError(varied[0], f"is the model's own: a sweep from {config.from_model} "
+                                         "keeps its layers")  # fmt: skip
         if args.storage or (folder / "study.db").exists():
             storage_of(sweep.storage)
         splits_of(config, load_data(config.data))

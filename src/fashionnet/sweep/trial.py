@@ -14,6 +14,7 @@ from ..config import preset, show_setting
 from ..data import Dataset, load_fashion_mnist
 from ..runs import Run
 from ..train import TrainingDiverged
+from ..transfer import settings_from
 from .space import Param
 
 _DATA: dict[str | None, Dataset] = {}  # per process: a worker reads the data once
@@ -44,7 +45,10 @@ def trial_folder(sweep: Sweep, number: int) -> Path:
 
 
 def config_of(sweep: Sweep, values: dict[str, Any]) -> Any:
-    return preset(sweep.preset, **{**sweep.fixed, **values})
+    changes = {**sweep.fixed, **values}
+    if changes.get("from_model"):  # fine-tuning: the model's layers, the sweep's recipe
+        return settings_from(changes.pop("from_model"), sweep.preset, **changes)
+    return preset(sweep.preset, **changes)
 
 
 def objective(sweep: Sweep, trial: Any) -> float:
