@@ -177,5 +177,6 @@ def _split(args: argparse.Namespace) -> int:
     n_test = sum(test for _, test in counts.values())
     print(f"wrote {args.out}: {n_train} train and {n_test} test pictures of {len(counts)} "
           f"classes (test fraction {args.test_fraction:g}, seed {args.seed}); "
-          f"train on it with --data {args.out}")  # fmt: skip
+          f"train on it with --data {args.out}, from a trained model with --from-model RUN "
+          f"--data {args.out}")  # fmt: skip
     return 0
