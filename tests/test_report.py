@@ -69,6 +69,7 @@ def test_every_run_has_a_model_card(tmp_path, rng):
                 "## Training procedure", "## Evaluation", "## Limitations"]  # fmt: skip
     assert [s for s in sections if s in card] == sections
     assert "pixel values 0..255" in card and "28x28" in card and "T-shirt/top" in card
+    assert "catalogue photos of the 2010s (Zalando)" in card  # Fashion-MNIST's classes
     metrics = json.loads((run / "metrics.json").read_text())
     assert f"{metrics['test_accuracy']:.4f}" in card and f"{metrics['n_parameters']:,}" in card
 

@@ -95,6 +95,10 @@ def test_train_from_model_on_the_command_line(source, tmp_path, rng, capsys):
     assert kept["test_accuracy"] > 0.5  # three classes: chance is a third
     report = (out / "report" / "report.md").read_text()
     assert f"- fine-tuned from: {source / 'model.npz'} (SHA-256 " in report
+    # the card's limits are those of the pictures it was trained on, not Fashion-MNIST's
+    card = (out / "MODEL_CARD.md").read_text()
+    assert f"Trained on {kept['train_size']} pictures of its own classes ({data})" in card
+    assert "Zalando" not in card
 
 
 @pytest.mark.parametrize(

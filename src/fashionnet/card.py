@@ -13,6 +13,7 @@ from typing import Any
 from ._fsutil import atomic_write
 from ._text import shown
 from ._version import __version__
+from .data import CLASS_NAMES
 
 ARCHITECTURE_KEYS = ("arch", "hidden", "stages", "activation", "batch_norm", "dropout", "tta")
 PROCEDURE_KEYS = ("optimizer", "lr", "weight_decay", "schedule", "warmup_epochs", "cycle_epochs",
@@ -108,9 +109,7 @@ def model_card(name: str, meta: dict[str, Any], evaluation: dict[str, Any]) -> s
             "",
             "## Limitations",
             "",
-            "- Trained on catalogue photos of the 2010s (Zalando), reduced to 28x28 gray: colour, "
-            "texture and fine detail are gone, and photos unlike product shots (busy backgrounds, "
-            "people, angles) are outside what it has seen.",
+            _what_it_has_seen(meta, h, w),
             f"- Its weakest class is {names[weakest] if names else '?'} (F1 "
             f"{pc['f1'][weakest]:.4f}); the most frequent confusions: "
             + ("; ".join(confused) or "none")
@@ -120,6 +119,19 @@ def model_card(name: str, meta: dict[str, Any], evaluation: dict[str, Any]) -> s
             "",
         ]
     )
+
+
+def _what_it_has_seen(meta: dict[str, Any], h: int, w: int) -> str:
+    """The limitation its training pictures set: Fashion-MNIST's product shots, or a user's own."""
+    m = meta.get("metrics", {})
+    if tuple(meta.get("class_names", ())) == CLASS_NAMES:
+        return ("- Trained on catalogue photos of the 2010s (Zalando), reduced to 28x28 gray: "
+                "colour, texture and fine detail are gone, and photos unlike product shots (busy "
+                "backgrounds, people, angles) are outside what it has seen.")  # fmt: skip
+    data = shown(str(m.get("data", "unknown")))
+    return (f"- Trained on {m.get('train_size', '?')} pictures of its own classes ({data}), "
+            f"reduced to {h}x{w} gray: colour, texture and fine detail are gone, and pictures "
+            "unlike those are outside what it has seen.")  # fmt: skip
 
 
 def _started_from(origin: Any) -> list[str]:
