@@ -31,6 +31,7 @@ from ._common import UsageError, load_data
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 NOT_FLAGS = {"preset"}  # --preset picks the starting point; it is recorded, not overridden
+METAVARS = {"from_model": "MODEL", "data": "PATH"}  # what to give, where the name does not say
 
 
 def _flag(name: str) -> str:
@@ -70,7 +71,7 @@ def add_parser(sub: Any) -> None:
         choices = _choices(f.name)
         tr.add_argument(
             _flag(f.name), type=_parser(f.name), default=argparse.SUPPRESS, help=help_text,
-            metavar="|".join(choices) if choices else f.name.upper(),
+            metavar="|".join(choices) if choices else METAVARS.get(f.name, f.name.upper()),
         )  # fmt: skip
     tr.add_argument("--out", type=Path, help="run folder (default: runs/<time>-<preset>)")
     tr.add_argument(
