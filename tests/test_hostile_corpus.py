@@ -141,6 +141,12 @@ for _kind in ("fifo", "dev-zero"):
         path = special(s.root / "model.npz", kind)
         return Case(["evaluate", str(path), "--data", str(s.data)], named=str(path))
 
+    @case("special file", f"{_kind} as the model to fine-tune")
+    def _(s: Setup, kind: str = _kind) -> Case:
+        path = special(s.root / "model.npz", kind)
+        return Case(["train", "--from-model", str(path), "--data", str(s.data), "--out",
+                     str(s.root / "run")], named=str(path))  # fmt: skip
+
     @case("special file", f"{_kind} as the training file")
     def _(s: Setup, kind: str = _kind) -> Case:
         path = special(s.data / "train.npz", kind)
