@@ -56,8 +56,9 @@ def load_last(
     rng: np.random.Generator,
     checksum: str,
     n_train: int,
-) -> TrainState:
-    """Put model, optimizer and rng back as last.npz has them; return the training state.
+) -> tuple[TrainState, dict[str, Any]]:
+    """Put model, optimizer and rng back as last.npz has them; return the training state and
+    the file's metadata (what the run recorded beside it: a fine-tuned run's source model).
 
     The whole state is checked first (every key, type and range, the data order a permutation
     of the training set), and nothing is put back unless all of it fits: a damaged last.npz
@@ -81,7 +82,7 @@ def load_last(
         rng.bit_generator.state = meta["rng"]
     except (KeyError, TypeError, ValueError) as e:
         raise ResumeError(f"{path}: does not match the run's config ({e})") from None
-    return TrainState.from_saved(meta["train_state"], parts["train"])
+    return TrainState.from_saved(meta["train_state"], parts["train"]), meta
 
 
 _STATE_TYPES: dict[str, Any] = {

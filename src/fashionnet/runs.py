@@ -21,7 +21,7 @@ import numpy as np
 from ._fsutil import atomic_write, lock_folder, open_regular, stale_temp_files
 from .augment import make_augment
 from .card import write_model_card
-from .checkpoint import read_checkpoint, save_checkpoint
+from .checkpoint import save_checkpoint
 from .config import ConfigError, RunConfig
 from .data import DataError, Dataset, Split, load_fashion_mnist, to_float, train_val_split
 from .metrics import report
@@ -283,8 +283,8 @@ class Run:
                 stale.unlink()
             state = TrainState()
             if resuming:
-                state = load_last(last, model, optimizer, rng, checksum, len(x))
-                start = read_checkpoint(last)[0].get("from_model") if config.from_model else None
+                state, saved = load_last(last, model, optimizer, rng, checksum, len(x))
+                start = saved.get("from_model") if config.from_model else None
             elif not self._resume:
                 self._write_json("config.json", config.to_json())
         except BaseException:

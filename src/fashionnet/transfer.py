@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import CheckpointError, load_model_with_metadata
-from .config import PRESETS, ConfigError, RunConfig, replace, show_setting
-from .data import class_key
+from .config import PRESETS, ConfigError, RunConfig, preset, replace, show_setting
+from .data import class_of
 from .layers import Layer, Linear
 from .model import Classifier, unwrap
 
@@ -86,6 +86,14 @@ def settings_from(
     return replace(PRESETS[name], **{**layers, **changes, "from_model": str(where)})
 
 
+def run_settings(preset_name: str | None, **changes: Any) -> RunConfig:
+    """A new run's settings, as `train` and a sweep's trials make them: the preset (by default
+    mlp) with `changes`; with a from_model among them, settings_from that model."""
+    if changes.get("from_model"):
+        return settings_from(changes.pop("from_model"), preset_name, **changes)
+    return preset(preset_name or "mlp", **changes)
+
+
 def start_from(where: str, model: Classifier, class_names: tuple[str, ...],
                image_shape: tuple[int, ...]) -> dict[str, Any]:  # fmt: skip
     """Load the model in `where` into a run's `model` (load_weights); what the run records of
@@ -144,18 +152,9 @@ def load_weights(model: Classifier, source: Source, class_names: tuple[str, ...]
 
 
 def _matching_classes(new: tuple[str, ...], old: tuple[str, ...]) -> dict[int, int]:
-    """{new class index: the source's index} for the classes both have, by name, else by the
-    one class of the same name without case and punctuation."""
-    by_key: dict[str, list[int]] = {}
-    for i, name in enumerate(old):
-        by_key.setdefault(class_key(name), []).append(i)
-    found = {}
-    for j, name in enumerate(new):
-        if name in old:
-            found[j] = old.index(name)
-        elif len(by_key.get(class_key(name), [])) == 1:
-            found[j] = by_key[class_key(name)][0]
-    return found
+    """{new class index: the source's index} for the classes both have (data.class_of)."""
+    found = {j: class_of(name, old) for j, name in enumerate(new)}
+    return {j: i for j, i in found.items() if i is not None}
 
 
 def architecture_of(config: RunConfig) -> str:
@@ -163,4 +162,12 @@ def architecture_of(config: RunConfig) -> str:
     return ", ".join(f"{k} {show_setting(getattr(config, k))}" for k in ARCH_FIELDS)
 
 
-__all__ = ["ARCH_FIELDS", "Source", "load_weights", "read_source", "settings_from", "start_from"]
+__all__ = [
+    "ARCH_FIELDS",
+    "Source",
+    "load_weights",
+    "read_source",
+    "run_settings",
+    "settings_from",
+    "start_from",
+]

@@ -20,12 +20,11 @@ from ..config import (
     ConfigError,
     RunConfig,
     parse_setting,
-    preset,
     show_setting,
 )
 from ..runs import Run
 from ..train import History, TrainState, epoch_line
-from ..transfer import settings_from
+from ..transfer import run_settings
 from ._common import UsageError, load_data
 
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
@@ -175,11 +174,7 @@ def run(args: argparse.Namespace) -> int:
         training = Run.open(args.resume)
     else:
         try:
-            if given.get("from_model"):  # the model's layers, and its preset's recipe
-                config = settings_from(given.pop("from_model"), args.preset, **given)
-            else:
-                config = preset(args.preset or "mlp", **given)
-            training = Run(config, args.out)
+            training = Run(run_settings(args.preset, **given), args.out)
         except ConfigError as e:
             raise UsageError(f"{_flag(e.name)} {e.message}") from None
     config = training.config

@@ -5,7 +5,7 @@ class names, float conversion, validation split, batches. Imports nothing else o
 """
 
 from .formats import ZIP_ERRORS, DataError, Split, read_csv, read_idx
-from .image_folders import class_key
+from .image_folders import class_of
 from .load import (
     CLASS_NAMES,
     CSV_FILES,
@@ -41,7 +41,7 @@ __all__ = [
     "Dataset",
     "Split",
     "Splits",
-    "class_key",
+    "class_of",
     "find_data",
     "iterate_batches",
     "load_fashion_mnist",

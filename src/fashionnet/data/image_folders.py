@@ -140,21 +140,25 @@ def read_image_folder(
     return Split(np.stack([first, *rest]), labels, paths), tuple(names)
 
 
-def class_key(name: str) -> str:
+def _key(name: str) -> str:
     """A class name as folders spell it: no case, no punctuation or spaces."""
     return "".join(c for c in name.casefold() if c.isalnum())
 
 
+def class_of(name: str, names: tuple[str, ...]) -> int | None:
+    """The class among `names` that `name` stands for: the class of that name, else the one
+    class of that name without case and punctuation ('t-shirt_top' is 'T-shirt/top')."""
+    if name in names:
+        return names.index(name)
+    same = [i for i, n in enumerate(names) if _key(n) == _key(name)]
+    return same[0] if len(same) == 1 else None
+
+
 def _labels_of_folders(folder: Path, found: list[str], names: tuple[str, ...]) -> dict[str, int]:
-    """Each sub-folder's class: the class of its name, else the one class of its _key."""
-    by_key: dict[str, list[int]] = {}
-    for i, name in enumerate(names):
-        by_key.setdefault(class_key(name), []).append(i)
+    """Each sub-folder's class (class_of its name); a folder naming none is refused."""
     label_of: dict[str, int] = {}
     for sub in found:
-        label = names.index(sub) if sub in names else None
-        if label is None and len(by_key.get(class_key(sub), [])) == 1:
-            label = by_key[class_key(sub)][0]
+        label = class_of(sub, names)
         if label is None:
             more = f" and {len(names) - 12} more" if len(names) > 12 else ""
             listed = ", ".join(names[:12]) + more

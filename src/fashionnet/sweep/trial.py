@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import preset, show_setting
+from ..config import show_setting
 from ..data import Dataset, load_fashion_mnist
 from ..runs import Run
 from ..train import TrainingDiverged
-from ..transfer import settings_from
+from ..transfer import run_settings
 from .space import Param
 
 _DATA: dict[str | None, Dataset] = {}  # per process: a worker reads the data once
@@ -45,10 +45,7 @@ def trial_folder(sweep: Sweep, number: int) -> Path:
 
 
 def config_of(sweep: Sweep, values: dict[str, Any]) -> Any:
-    changes = {**sweep.fixed, **values}
-    if changes.get("from_model"):  # fine-tuning: the model's layers, the sweep's recipe
-        return settings_from(changes.pop("from_model"), sweep.preset, **changes)
-    return preset(sweep.preset, **changes)
+    return run_settings(sweep.preset, **{**sweep.fixed, **values})
 
 
 def objective(sweep: Sweep, trial: Any) -> float:
