@@ -539,6 +539,9 @@ def main() -> None:
     if args.worker:
         run_worker(args)
         return
+    # the kernel OpenBLAS chooses for this CPU, as users get it, for the machine's description
+    # and the profile (before NumPy is loaded: OpenBLAS reads it then); spawn forces one per run
+    os.environ.pop("OPENBLAS_CORETYPE", None)
     if args.render:
         (ROOT / "BENCHMARKS.md").write_text(render(json.loads(args.out.read_text())))
         return
@@ -625,41 +628,91 @@ THROUGHPUT_TABLES = {
 }
 
 
-def render(results: dict[str, Any]) -> str:
+# which tables each of run.py's sections measures
+SECTION_TABLES = {
+    "mlp": [k for k in THROUGHPUT_TABLES if k.startswith("mlp")],
+    "cnn": ["cnn_throughput", "cnn_accuracy"],
+    "accuracy": ["time_to_accuracy"],
+    "load": ["load"],
+    "profile": ["profile"],
+}
+
+
+def measured_by(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Table key -> the run that measured it last (date, command, machine, load average): the
+    full run, or a later `--only` rerun of its section, maybe on another machine."""
     m = results["machine"]
+    base = {"date": results["date"], "command": results["command"], "machine": m,
+            "load": m["load_average_at_start"]}  # fmt: skip
+    runs = {section: base for section in SECTIONS}
+    for update in results.get("updates", []):
+        for section in update["sections"]:
+            runs[section] = {**update, "machine": update.get("machine", results["machine"])}
+    return {key: runs[section] for section, keys in SECTION_TABLES.items() for key in keys}
+
+
+def where(m: dict[str, Any]) -> str:
+    """`AMD EPYC, 2 CPUs, Python 3.11.7, numpy 2.4.6 (OpenBLAS ... choosing its SkylakeX
+    kernels, 2 threads), torch 2.13.0+cpu`: the machine a figure was measured on."""
+    blas = m.get("numpy_blas", "its BLAS")
+    if "blas_kernel" in m:
+        env = m.get("blas_coretype_env")
+        how = f"forced to {m['blas_kernel']} by OPENBLAS_CORETYPE" if env else (
+            f"choosing its {m['blas_kernel']} kernels")  # fmt: skip
+        blas += f" {how}, {m['blas_threads']} threads"
+    torch = f", torch {m['torch']}" if m.get("torch") else ""
+    return (f"{m.get('cpu', m['processor'])}, {m['cpus']} CPUs, Python {m['python']}, numpy "
+            f"{m['numpy']} ({blas}){torch}")  # fmt: skip
+
+
+class _Provenance:
+    """The "Measured ..." line of a table, said only when it differs from the previous one's
+    (the MLP's four tables come from one run)."""
+
+    def __init__(self, runs: dict[str, dict[str, Any]]) -> None:
+        self.runs, self.last = runs, None
+
+    def first(self, key: str) -> list[str]:
+        run = self.runs[key]
+        if run is self.last:
+            return []
+        self.last = run
+        return [
+            f"Measured {run['date']} with `{run['command']}` on {where(run['machine'])}; load "
+            f"average {run['load'][0]:.2f} at the start.",
+            "",
+        ]
+
+
+def render(results: dict[str, Any]) -> str:
+    said = _Provenance(measured_by(results))
     lines = [
         "# Benchmarks",
         "",
-        f"Measured {results['date']} with `{results['command']}` (regenerates this file).",
+        "Each section names the command that measured it, when, and on which machine: "
+        "`python benchmarks/run.py` measures the sections up to \"Where a training step's time "
+        'goes" (`--only mlp cnn accuracy load profile` reruns some of them) and rewrites this '
+        "file; benchmarks/serve_load.py, sweep_scaling.py and finetune.py measure the sections "
+        "after it, and `python benchmarks/run.py --render` redraws the file from the saved "
+        "results. Machines differ in speed by 2-3x: compare figures within a table.",
         "",
-        f"Machine: {m.get('cpu', m['processor'])}, {m['cpus']} CPUs; Python {m['python']}, "
-        f"numpy {m['numpy']} ({m.get('numpy_blas', '?')}), torch {m['torch']}. "
-        f"Load average at start {m['load_average_at_start'][0]:.2f}, at end "
-        f"{results['load_average_at_end'][0]:.2f}.",
-        "",
-        *_kernel_note(m),
         "Every figure is the median of the runs (min-max in brackets); implementations alternate "
         "run by run in fresh processes with the thread count fixed for BLAS and PyTorch. A "
         "ratio is the median of the rounds' ratios (each run against PyTorch's run of the same "
-        "round).",
+        "round). Each throughput row names NumPy's OpenBLAS kernel (threadpoolctl) and the "
+        "thread count: the kernel OpenBLAS chooses for the CPU, as users get it, and in the "
+        "MLP's second tables the Haswell kernels that `OPENBLAS_CORETYPE=Haswell` forces (as "
+        "the project's CI machines do); fashionnet's own threads (a CNN's batch split into "
+        "parts, fashionnet/threads.py) follow the BLAS thread count.",
         "",
     ]
-    for update in results.get("updates", []):
-        um = update.get("machine")  # the machine may have changed since the first run
-        where = (f" on {um.get('cpu', um['processor'])}, {um['cpus']} CPUs, torch {um['torch']}"
-                 if um else "")  # fmt: skip
-        lines += [
-            f"Sections {', '.join(update['sections'])} rerun {update['date']} with "
-            f"`{update['command']}`{where} (load average {update['load'][0]:.2f}).",
-            "",
-            *(_kernel_note(um) if um else []),
-        ]
     for key, title in THROUGHPUT_TABLES.items():
         if key not in results:
             continue
         lines += [
             f"## {title}",
             "",
+            *said.first(key),
             "| threads | impl | NumPy's BLAS kernel | train samples/s | inference, 10,000 images "
             "| peak RSS | ratio |",
             "|---|---|---|---|---|---|---|",
@@ -680,6 +733,7 @@ def render(results: dict[str, Any]) -> str:
         lines += [
             "## Small CNN: test accuracy after each epoch (training seconds, 2 threads)",
             "",
+            *said.first("cnn_accuracy"),
             "Same initial weights, data order, Adam (lr 1e-3) and batch 128 in both.",
             "",
             "| impl | " + " | ".join(f"epoch {i + 1}" for i in range(CNN_EPOCHS)) + " |",
@@ -693,6 +747,7 @@ def render(results: dict[str, Any]) -> str:
         lines += [
             "## Time to test accuracy (training seconds, evaluation excluded, 2 threads)",
             "",
+            *said.first("time_to_accuracy"),
             "Test accuracy measured after every epoch (every 50 iterations for the notebook's "
             "full-batch descent); the default preset (`fashionnet-mlp`) and the `seed` preset as "
             "`fashionnet train` runs them, on all 60,000 training images; `fashionnet-adam` and "
@@ -717,6 +772,7 @@ def render(results: dict[str, Any]) -> str:
         lines += [
             "## Loading the 60,000 training images",
             "",
+            *said.first("load"),
             "| reader | seconds | peak RSS |",
             "|---|---|---|",
         ]
@@ -726,7 +782,7 @@ def render(results: dict[str, Any]) -> str:
             lines.append(f"| {impl} | {med:.2f} [{lo:.2f}-{hi:.2f}] | {rss:.0f} MB |")
         lines.append("")
     if "profile" in results:
-        lines += ["## Where a training step's time goes", ""]
+        lines += ["## Where a training step's time goes", "", *said.first("profile")]
         for name, table in results["profile"].items():
             lines += [f"{name}: {table.strip()}", ""]
         lines += [OPTIMISATIONS, ""]
@@ -835,21 +891,6 @@ def render_serving(r: dict[str, Any]) -> list[str]:
             "",
         ]
     return lines
-
-
-def _kernel_note(m: dict[str, Any]) -> list[str]:
-    if "blas_kernel" not in m:
-        return []
-    env = m.get("blas_coretype_env")
-    return [
-        f"NumPy's OpenBLAS runs its {m['blas_kernel']} kernels on this CPU "
-        + (f"(forced by OPENBLAS_CORETYPE={env} in the environment)" if env else
-           "(its own choice: OPENBLAS_CORETYPE is not set)")
-        + f", {m['blas_threads']} threads by default (threadpoolctl). Each table row names the "
-        "kernel and thread count it ran with; fashionnet's own threads (a CNN's batch split "
-        "into parts, fashionnet/threads.py) follow the BLAS thread count.",
-        "",
-    ]  # fmt: skip
 
 
 def _kernel(run: dict[str, Any]) -> str:

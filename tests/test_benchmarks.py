@@ -74,6 +74,36 @@ def test_benchmark_smoke_run_produces_every_section(tmp_path, real_data):
     assert "| fashionnet-mlp | 1 |" in page
 
 
+def test_each_section_names_the_run_and_machine_that_measured_it():
+    # a section rerun later, maybe on another machine, says so under its own heading
+    bench = _bench_module()
+    amd = {"cpu": "AMD EPYC", "cpus": 2, "python": "3.11.7", "numpy": "2.4.6", "torch": None,
+           "processor": "x86_64", "load_average_at_start": [0.5, 0, 0], "blas_kernel": "SkylakeX",
+           "blas_threads": 2, "blas_coretype_env": None}  # fmt: skip
+    intel = {**amd, "cpu": "Intel Xeon", "blas_kernel": "Haswell", "blas_coretype_env": "Haswell"}
+    results = {
+        "command": "python benchmarks/run.py", "date": "2026-12-02 18:00", "machine": amd,
+        "load": {"idx": [{"seconds": 0.25, "peak_rss_mb": 380.0}]},
+        "profile": {"benchmark MLP": "1.809 ms per step"},
+        "updates": [{"sections": ["profile"], "command": "python benchmarks/run.py --only profile",
+                     "date": "2026-12-03 09:00", "load": [1.5, 0, 0], "machine": intel}],
+    }  # fmt: skip
+    page = bench.render(results)
+
+    def section(title: str) -> str:
+        return page.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+
+    loading = section("Loading the 60,000 training images")
+    assert (
+        "Measured 2026-12-02 18:00 with `python benchmarks/run.py` on AMD EPYC, 2 CPUs" in loading
+    )
+    assert "choosing its SkylakeX kernels, 2 threads" in loading and "Intel" not in loading
+    profile = section("Where a training step's time goes")
+    assert ("Measured 2026-12-03 09:00 with `python benchmarks/run.py --only profile` on Intel "
+            "Xeon") in profile  # fmt: skip
+    assert "forced to Haswell by OPENBLAS_CORETYPE" in profile and "AMD" not in profile
+
+
 def test_a_worker_runs_in_its_own_process_and_prints_one_json_line():
     # how every measured run is made (a smoke run keeps its workers in one process)
     result = subprocess.run(
