@@ -144,7 +144,10 @@ def main() -> int:
             row = {"per_class": n, **found}
             rows.append(row)
             print(_line(row), flush=True)
+    from run import machine  # this folder's benchmarks/run.py
+
     record = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(sys.argv),
+              "machine": machine(),
               "scenario": args.scenario, "preset": args.preset, "source": source, **recipe,
               "tuned": args.tuned, "rows": rows}  # fmt: skip
     saved = json.loads(args.out.read_text()) if args.out.exists() else {}

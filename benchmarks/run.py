@@ -646,23 +646,31 @@ def measured_by(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "load": m["load_average_at_start"]}  # fmt: skip
     runs = {section: base for section in SECTIONS}
     for update in results.get("updates", []):
-        for section in update["sections"]:
-            runs[section] = {**update, "machine": update.get("machine", results["machine"])}
+        rerun = {**update, "machine": update.get("machine", m)}  # older ones: the same machine
+        runs |= {section: rerun for section in update["sections"]}
     return {key: runs[section] for section, keys in SECTION_TABLES.items() for key in keys}
 
 
 def where(m: dict[str, Any]) -> str:
     """`AMD EPYC, 2 CPUs, Python 3.11.7, numpy 2.4.6 (OpenBLAS ... choosing its SkylakeX
     kernels, 2 threads), torch 2.13.0+cpu`: the machine a figure was measured on."""
-    blas = m.get("numpy_blas", "its BLAS")
-    if "blas_kernel" in m:
-        env = m.get("blas_coretype_env")
-        how = f"forced to {m['blas_kernel']} by OPENBLAS_CORETYPE" if env else (
-            f"choosing its {m['blas_kernel']} kernels")  # fmt: skip
-        blas += f" {how}, {m['blas_threads']} threads"
-    torch = f", torch {m['torch']}" if m.get("torch") else ""
-    return (f"{m.get('cpu', m['processor'])}, {m['cpus']} CPUs, Python {m['python']}, numpy "
-            f"{m['numpy']} ({blas}){torch}")  # fmt: skip
+    parts = [m.get("cpu", m.get("processor", "?")), f"{m['cpus']} CPUs"]
+    parts += [f"Python {m['python']}"] if "python" in m else []
+    if "numpy" in m:
+        blas = m.get("numpy_blas", "its BLAS")
+        if m.get("blas_kernel"):
+            env = m.get("blas_coretype_env")
+            how = f"forced to {m['blas_kernel']} by OPENBLAS_CORETYPE" if env else (
+                f"choosing its {m['blas_kernel']} kernels")  # fmt: skip
+            blas += f" {how}, {m['blas_threads']} threads"
+        parts.append(f"numpy {m['numpy']} ({blas})")
+    parts += [f"torch {m['torch']}"] if m.get("torch") else []
+    return ", ".join(parts)
+
+
+def on_machine(record: dict[str, Any]) -> str:
+    """` on <where>` for a record that names its machine (older ones did not)."""
+    return f" on {where(record['machine'])}" if "machine" in record else ""
 
 
 class _Provenance:
@@ -816,7 +824,8 @@ def render_finetune(saved: dict[str, Any]) -> list[str]:
     for r in saved.values():
         tuned = f"; fine-tuned runs also {' '.join(r['tuned'])}" if r["tuned"] else ""
         lines += [
-            f"{r['scenario']}, {r['preset']}: measured {r['date']} with `{r['command']}`; the "
+            f"{r['scenario']}, {r['preset']}: measured {r['date']} with `{r['command']}`"
+            f"{on_machine(r)}; the "
             f"model started from: test accuracy {r['source']['test_accuracy']:.4f} on its own "
             f"test set; {r['epochs']} epochs of batch {r['batch_size']}, "
             f"{len(r['rows'][0]['scratch'])} seeds{tuned}.",
@@ -832,10 +841,10 @@ def render_sweep(r: dict[str, Any]) -> list[str]:
     lines = [
         "## fashionnet sweep: trials per hour",
         "",
-        f"Measured {r['date']} with `{r['command']}`: {r['trials']} trials of the default MLP "
-        f"recipe shortened to {r['epochs']} epochs on {r['limit']:,} images, no pruning, the "
-        "sweep command timed end to end (starting, every trial, testing the chosen one). Each "
-        "worker runs one BLAS thread.",
+        f"Measured {r['date']} with `{r['command']}`{on_machine(r)}: {r['trials']} trials of "
+        f"the default MLP recipe shortened to {r['epochs']} epochs on {r['limit']:,} images, no "
+        "pruning, the sweep command timed end to end (starting, every trial, testing the chosen "
+        "one). Each worker runs one BLAS thread.",
         "",
         "| workers | seconds | trials per hour | against 1 worker |",
         "|---|---:|---:|---:|",
@@ -852,9 +861,9 @@ def render_serving(r: dict[str, Any]) -> list[str]:
     lines = [
         "## fashionnet serve",
         "",
-        f"Measured {r['date']} with `{r['command']}`, server and client on this machine "
-        "(loopback). Both servers run 2 uvicorn workers; `fashionnet serve` gives each worker "
-        "one BLAS thread (its default `--threads 1`).",
+        f"Measured {r['date']} with `{r['command']}`{on_machine(r)}, server and client on "
+        "that machine (loopback). Both servers run 2 uvicorn workers; `fashionnet serve` gives "
+        "each worker one BLAS thread (its default `--threads 1`).",
         "",
         f"Mixed load: {mixed['requests']:,} requests at concurrency 32 from an asyncio client, "
         f"{mixed['malformed']} of them malformed: {mixed['malformed_4xx']} answered 4xx, "

@@ -281,7 +281,10 @@ def main() -> None:
                          args.rounds)  # fmt: skip
         print(json.dumps(cnn, indent=1), flush=True)
     command = "python benchmarks/serve_load.py " + " ".join(sys.argv[1:])
-    result = {"command": command, "date": time.strftime("%Y-%m-%d"), "mixed": mixed,
+    from run import machine  # this folder's benchmarks/run.py
+
+    result = {"command": command, "date": time.strftime("%Y-%m-%d"), "machine": machine(),
+              "mixed": mixed,
               "mlp": mlp, "cnn": cnn, "cnn_forward_ms_per_image": forward_costs(args.cnn_run),
               "models": {"mlp": describe(args.mlp_run), "cnn": describe(args.cnn_run)}}  # fmt: skip
     args.out.write_text(json.dumps(result, indent=1) + "\n")

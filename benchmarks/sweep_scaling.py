@@ -79,9 +79,11 @@ def main() -> None:
     one = rows["local, 1 worker"]["trials_per_hour"]
     for row in rows.values():
         row["speedup"] = row["trials_per_hour"] / one
+    from run import machine  # this folder's benchmarks/run.py
+
     record = {"command": "python benchmarks/sweep_scaling.py " + " ".join(sys.argv[1:]),
-              "date": time.strftime("%Y-%m-%d"), "trials": args.trials, "epochs": args.epochs,
-              "limit": args.limit, "rows": rows}  # fmt: skip
+              "date": time.strftime("%Y-%m-%d"), "machine": machine(), "trials": args.trials,
+              "epochs": args.epochs, "limit": args.limit, "rows": rows}  # fmt: skip
     print(json.dumps(record, indent=1))
     args.out.write_text(json.dumps(record, indent=1) + "\n")
 
