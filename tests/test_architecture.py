@@ -14,7 +14,7 @@ RANKS = {
     "losses": 2, "metrics": 2, "schedules": 2, "augment": 2, "config": 2,
     "optim": 3, "predict": 3,
     "model": 4,
-    "train": 5, "facts": 5,
+    "train": 5, "facts": 5, "calibrate": 5,
     "checkpoint": 6, "export": 6, "plots": 6, "sklearn": 6,
     "resume": 7, "classify": 7, "card": 7, "transfer": 7,
     "runs": 8,

@@ -18,11 +18,13 @@ LEGACY = Path(__file__).resolve().parent / "data" / "legacy-config"
 
 def test_the_default_preset_is_the_base_recipe_with_what_the_sweep_found():
     # RunConfig()'s defaults are what config.json files before RunConfig meant (the mlp recipe
-    # of then); the mlp preset changes only what docs/sweeps/mlp.toml searched
+    # of then); the mlp preset changes only what docs/sweeps/mlp.toml searched, and calibrates
+    # its probabilities as every preset does
     base, mlp = RunConfig(), PRESETS["mlp"]
     changed = {f for f in FIELD_TYPES if getattr(base, f) != getattr(mlp, f)}
     assert changed == {"hidden", "dropout", "input_dropout", "lr", "weight_decay",
-                       "label_smoothing"}  # fmt: skip
+                       "label_smoothing", "calibrate"}  # fmt: skip
+    assert all(c.calibrate for c in PRESETS.values())
     assert preset("mlp") == mlp and base.preset == "mlp"
     assert {name for name, c in PRESETS.items() if c.preset == name} == set(PRESETS)
 
@@ -46,8 +48,9 @@ def test_config_json_written_before_runconfig_reads_as_its_preset(run):
                                    shift=2, epochs=13, label_smoothing=0.0, optimizer="adamw",
                                    lr=0.003, weight_decay=0.05, batch_size=128),
     }.get(run, PRESETS[run])  # fmt: skip
-    # they name val_size 5000, what the default (none: a tenth, at most 5000) holds out of 60,000
-    assert RunConfig.from_json(old) == dataclasses.replace(then, val_size=5000)
+    # they name val_size 5000, what the default (none: a tenth, at most 5000) holds out of 60,000,
+    # and their runs did not calibrate (the presets do now)
+    assert RunConfig.from_json(old) == dataclasses.replace(then, val_size=5000, calibrate=False)
 
 
 def test_an_old_seed_config_keeps_its_old_meaning():
@@ -57,7 +60,8 @@ def test_an_old_seed_config_keeps_its_old_meaning():
            "dropout": 0.0, "optimizer": "adam", "lr": 3e-3, "weight_decay": 1e-4,
            "schedule": "cosine", "warmup_epochs": 0, "epochs": 40, "batch_size": 256,
            "label_smoothing": 0.0}  # fmt: skip
-    assert RunConfig.from_json(old) == dataclasses.replace(PRESETS["seed"], val_size=5000)
+    assert RunConfig.from_json(old) == dataclasses.replace(PRESETS["seed"], val_size=5000,
+                                                           calibrate=False)  # fmt: skip
 
 
 @pytest.mark.parametrize(

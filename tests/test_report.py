@@ -116,3 +116,23 @@ def test_the_report_renders_in_a_real_browser_with_every_picture(tmp_path, rng):
         assert not console_errors(driver)
     with Image.open(tmp_path / "report.png") as shot:
         assert len(np.unique(np.asarray(shot.convert("L")))) > 20  # a page, not a blank
+
+
+def test_the_header_shows_the_temperature_a_run_fitted(tmp_path):
+    from conftest import write_learnable
+    from fashionnet.checkpoint import load_model_with_metadata, save_checkpoint
+
+    data = write_learnable(tmp_path / "data", 600, 100)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--epochs", "1", "--val-size", "250", "--hidden",
+                 "16", "--out", str(run), "--quiet"]) == 0  # fmt: skip
+    model, meta = load_model_with_metadata(run / "model.npz")
+    t = meta["calibration"]["temperature"]
+    page = (run / "report" / "report.html").read_text()
+    assert f"calibrated: temperature {t:.3f}, fitted on 250 validation images" in page
+    # a record that is not a number (a file damaged or made by hand) is left out, not a traceback
+    kept = {k: meta[k] for k in ("class_names", "image_shape", "input_scale", "config", "metrics")}
+    save_checkpoint(run / "model.npz", model,
+                    metadata=kept | {"calibration": {"temperature": "hot"}})  # fmt: skip
+    assert main(["report", str(run), "--data", str(data)]) == 0
+    assert "calibrated" not in (run / "report" / "report.html").read_text()

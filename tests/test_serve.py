@@ -29,7 +29,8 @@ def run_dir(tmp_path_factory):
     """A run folder as train leaves it: model.npz and MODEL_CARD.md."""
     folder = tmp_path_factory.mktemp("run")
     model = mlp(784, [32], 10, rng=np.random.default_rng(0))
-    meta = {"image_shape": [28, 28], "class_names": list(CLASS_NAMES), "input_scale": 1 / 255}
+    meta = {"image_shape": [28, 28], "class_names": list(CLASS_NAMES), "input_scale": 1 / 255,
+            "calibration": {"temperature": 0.6, "images": 5000}}  # fmt: skip
     save_checkpoint(folder / "model.npz", model, metadata=meta)
     (folder / "MODEL_CARD.md").write_text("# Model card: test\n")
     return folder
@@ -85,6 +86,7 @@ def test_model_card_health_metrics_page_docs(client):
     facts = client.get("/v1/model").json()
     assert facts["class_names"] == list(CLASS_NAMES)
     assert facts["input"]["image_shape"] == [28, 28] and facts["input"]["range"] == "0..255"
+    assert facts["calibration"] == {"temperature": 0.6, "images": 5000}
     assert client.get("/v1/model/card").text.startswith("# Model card")
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ready"}

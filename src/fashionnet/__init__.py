@@ -1,6 +1,7 @@
 """fashionnet: a from-scratch NumPy neural-network toolkit for Fashion-MNIST."""
 
 from ._version import __version__
+from .calibrate import calibrate
 from .checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
 from .classify import classify
 from .data import (
@@ -42,6 +43,7 @@ __all__ = [
     "Tanh",
     "TrainingDiverged",
     "__version__",
+    "calibrate",
     "classify",
     "cnn",
     "evaluate",

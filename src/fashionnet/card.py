@@ -13,6 +13,7 @@ from typing import Any
 from ._fsutil import atomic_write
 from ._text import shown
 from ._version import __version__
+from .calibrate import MIN_IMAGES
 from .data import CLASS_NAMES
 
 ARCHITECTURE_KEYS = ("arch", "hidden", "stages", "activation", "batch_norm", "dropout", "tta")
@@ -95,6 +96,7 @@ def model_card(name: str, meta: dict[str, Any], evaluation: dict[str, Any]) -> s
             f"- {m.get('epochs', '?')} epochs run (best: epoch {m.get('best_epoch', '?')}"
             + (", stopped early" if m.get("stopped_early") else "")
             + f"), {m.get('train_seconds', 0.0):.1f} s of training.",
+            _calibration(meta),
             "",
             "## Evaluation",
             "",
@@ -119,6 +121,22 @@ def model_card(name: str, meta: dict[str, Any], evaluation: dict[str, Any]) -> s
             "",
         ]
     )
+
+
+def _calibration(meta: dict[str, Any]) -> str:
+    """How the probabilities were scaled (calibrate.py), or why they were not."""
+    if "calibration" not in meta:
+        return "- Probabilities as trained: no temperature fitted (calibrate false)."
+    c = meta["calibration"]
+    if not c:
+        n = meta.get("metrics", {}).get("val_size", "?")
+        return (f"- Probabilities as trained: {n} validation images, fewer than the "
+                f"{MIN_IMAGES} a temperature is fitted on.")  # fmt: skip
+    return (f"- Probabilities calibrated on the {c['images']:,} validation images: the logits "
+            f"divided by a temperature of {c['temperature']:.3f}, folded into the last layer "
+            f"(their cross-entropy {c['val_loss_before']:.4f} -> {c['val_loss_after']:.4f}, "
+            f"expected calibration error {c['val_ece_before']:.4f} -> "
+            f"{c['val_ece_after']:.4f}).")  # fmt: skip
 
 
 def _what_it_has_seen(meta: dict[str, Any], h: int, w: int) -> str:

@@ -125,9 +125,21 @@ def _header(run_dir: Path, model: Classifier, meta: dict[str, Any]) -> list[tupl
                    f"{m.get('test_size', '?')} test"),
         ("training", f"{m.get('epochs', '?')} epochs (best {m.get('best_epoch', '?')}), "
                      f"{float(m.get('train_seconds', 0.0)):.1f} s"),
+        *_calibration(meta.get("calibration")),
         ("date", made),
         ("fashionnet", f"{meta.get('fashionnet_version', '?')} (report: {__version__})"),
     ]  # fmt: skip
+
+
+def _calibration(record: Any) -> list[tuple[str, str]]:
+    """The temperature a run fitted (calibrate.py), as the header shows it: from the file, so
+    only a number is shown."""
+    t = record.get("temperature") if isinstance(record, dict) else None
+    if not isinstance(t, int | float) or isinstance(t, bool):
+        return []
+    images = record.get("images") if isinstance(record, dict) else None
+    fitted = f", fitted on {images} validation images" if isinstance(images, int) else ""
+    return [("probabilities", f"calibrated: temperature {t:.3f}{fitted}")]
 
 
 def write_report(

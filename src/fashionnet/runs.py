@@ -20,6 +20,7 @@ import numpy as np
 
 from ._fsutil import atomic_write, lock_folder, open_regular, stale_temp_files
 from .augment import make_augment
+from .calibrate import calibrate
 from .card import write_model_card
 from .checkpoint import save_checkpoint
 from .config import ConfigError, RunConfig
@@ -327,7 +328,8 @@ class Run:
             val=(to_float(val.images), val.labels) if len(val) else None,
             epochs=config.epochs, batch_size=config.batch_size, rng=rng, schedule=schedule,
             label_smoothing=config.label_smoothing,
-            augment=make_augment(_augment(config), train.images.shape[1:]),
+            augment=make_augment({"flip": config.flip, "shift": config.shift,
+                                  "erase": config.erase}, train.images.shape[1:]),
             patience=config.patience, callbacks=[end_of_epoch],
             step_callbacks=[every_n_steps] if config.checkpoint_every else [], state=state,
             progress=progress,
@@ -336,6 +338,8 @@ class Run:
             save_resume_point(state)
             return RunResult(model, metadata, test, history, interrupted=state.stop_requested,
                              epoch=state.epoch + 1, step=optimizer.steps)  # fmt: skip
+        if config.calibrate:  # None when too few validation images say how (MODEL_CARD.md)
+            metadata["calibration"] = calibrate(model, to_float(val.images), val.labels)
         t0 = time.perf_counter()
         evaluation = evaluate_test_set(model, test.images, test.labels) if test_set else None
         test_loss, test_acc = (evaluation["test_loss"], evaluation["test_accuracy"]) if (
@@ -381,10 +385,6 @@ def recorded_data(metadata: dict[str, Any]) -> tuple[str | None, int | None]:
         source if isinstance(source, str) and source else None,
         limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None,
     )
-
-
-def _augment(config: RunConfig) -> dict[str, Any]:
-    return {"flip": config.flip, "shift": config.shift, "erase": config.erase}
 
 
 __all__ = [

@@ -209,6 +209,11 @@ def run(args: argparse.Namespace) -> int:
     metrics = result.metrics
     for line in _afterword(result.history, config, metrics, len(result.metadata["class_names"])):
         print(line, file=sys.stderr)
+    c = result.metadata.get("calibration")
+    if c:
+        print(f"probabilities calibrated on {c['images']:,} validation images: temperature "
+              f"{c['temperature']:.3f}, expected calibration error {c['val_ece_before']:.4f} -> "
+              f"{c['val_ece_after']:.4f}")  # fmt: skip
     print(
         f"test accuracy {metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.4f}) "
         f"best epoch {metrics['best_epoch']}, trained {metrics['train_seconds']:.1f}s; "

@@ -209,6 +209,7 @@ def create_app(
                 "input": {"image_shape": list(shape), "range": "0..255", "channels": 1,
                           "photos": "framed as the training images (docs/photos.md)"},
                 "metrics": meta.get("metrics", {}), "config": meta.get("config", {}),
+                "calibration": meta.get("calibration"),  # the temperature the run fitted
                 "fashionnet_version": meta.get("fashionnet_version", __version__),
                 "server_version": __version__,
                 "max_images": max_images, "max_upload_mb": max_upload_mb}  # fmt: skip
