@@ -7,9 +7,10 @@ import pytest
 
 from conftest import fit_stopping_at, learnable
 from fashionnet import runs
-from fashionnet.checkpoint import read_checkpoint, save_checkpoint
+from fashionnet.checkpoint import load_model_with_metadata, read_checkpoint, save_checkpoint
 from fashionnet.cli import main
 from fashionnet.config import PRESETS, ConfigError, replace
+from fashionnet.data import CLASS_NAMES
 from fashionnet.model import mlp, unwrap
 from fashionnet.transfer import load_weights, read_source, settings_from
 
@@ -155,3 +156,29 @@ def test_a_stopped_fine_tuned_run_resumes_bit_exactly_without_the_model(
     for name, array in unwrap(reference.model).state_dict().items():
         assert np.array_equal(unwrap(resumed.model).state_dict()[name], array), name
     assert resumed.metadata["from_model"] == reference.metadata["from_model"]
+
+
+def test_a_calibrated_models_temperature_comes_out_of_its_last_layer(source, tmp_path):
+    # a calibrated model's last layer holds its weights divided by T (calibrate.py): a run from
+    # it starts from the weights as trained, and fits a temperature of its own when it ends
+    model, meta = load_model_with_metadata(source / "model.npz")
+    head = unwrap(model).layers[-1]
+    trained = {name: p.data.copy() for name, p in head.params().items()}
+    for p in head.params().values():
+        p.data /= np.float32(0.5)
+    kept = {k: meta[k] for k in ("class_names", "image_shape", "input_scale", "config")}
+    calibration = {"temperature": 0.5, "images": 500}
+    save_checkpoint(
+        tmp_path / "calibrated.npz", model, metadata=kept | {"calibration": calibration}
+    )
+    source_read = read_source(tmp_path / "calibrated.npz")
+    assert source_read.temperature == 0.5
+    fresh = runs.build_model(settings_from(tmp_path / "calibrated.npz"), 784, 10,
+                             np.random.default_rng(5))  # fmt: skip
+    load_weights(fresh, source_read, CLASS_NAMES, (28, 28))
+    for name, p in unwrap(fresh).layers[-1].params().items():
+        np.testing.assert_array_equal(p.data, trained[name])
+    # a record calibrate could not have written is no temperature
+    for bad in ({"temperature": "hot"}, {"temperature": 1e-30}, [0.5], {"temperature": True}):
+        save_checkpoint(tmp_path / "odd.npz", model, metadata=kept | {"calibration": bad})
+        assert read_source(tmp_path / "odd.npz").temperature == 1.0

@@ -11,11 +11,13 @@ did not have. The rest of the recipe (optimiser, schedule, epochs, augmentation)
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .calibrate import LOG_T_RANGE
 from .checkpoint import CheckpointError, load_model_with_metadata
 from .config import PRESETS, ConfigError, RunConfig, preset, replace, show_setting
 from .data import class_of
@@ -35,6 +37,7 @@ class Source:
     config: RunConfig
     class_names: tuple[str, ...]
     image_shape: tuple[int, ...]
+    temperature: float = 1.0  # its last layer holds the trained weights divided by this
 
     def sha256(self) -> str:
         digest = hashlib.sha256()
@@ -64,7 +67,17 @@ def read_source(where: str | os.PathLike[str]) -> Source:
         raise ConfigError("from_model", f"{path}: its run settings are unreadable ({e})") from None
     names = tuple(meta.get("class_names", ()))
     shape = tuple(meta.get("image_shape", (28, 28)))
-    return Source(path, model, config, names, shape)
+    return Source(path, model, config, names, shape, _temperature(meta.get("calibration")))
+
+
+def _temperature(record: Any) -> float:
+    """The temperature a calibrated model was scaled by (calibrate.py); 1 for a model that was
+    not, or whose record is not one calibrate could have written."""
+    t = record.get("temperature") if isinstance(record, dict) else None
+    if not isinstance(t, int | float) or isinstance(t, bool):
+        return 1.0
+    lo, hi = (math.exp(v) for v in LOG_T_RANGE)
+    return float(t) if lo <= t <= hi else 1.0
 
 
 def settings_from(
@@ -116,7 +129,8 @@ def load_weights(model: Classifier, source: Source, class_names: tuple[str, ...]
                  image_shape: tuple[int, ...]) -> list[str]:  # fmt: skip
     """Copy the source's weights into `model` (built by the run from the same settings); return
     the classes whose last-layer column came from the source. Nothing is copied unless every
-    layer fits."""
+    layer fits. The last layer's columns are taken as trained: the source's temperature comes
+    back out of them (the run fits its own when it ends)."""
     where = source.path
     if tuple(image_shape) != source.image_shape:
         shown = "x".join(map(str, source.image_shape))
@@ -142,11 +156,11 @@ def load_weights(model: Classifier, source: Source, class_names: tuple[str, ...]
         old_arrays = _arrays(old)
         for name, array in _arrays(layer).items():
             array[...] = old_arrays[name]  # in place: the flat buffer's views stay views
-    kept = []
+    kept, t = [], head.weight.data.dtype.type(source.temperature)
     for j, i in _matching_classes(class_names, source.class_names).items():
-        head.weight.data[:, j] = old_head.weight.data[:, i]
+        head.weight.data[:, j] = old_head.weight.data[:, i] * t
         if head.bias is not None and old_head.bias is not None:
-            head.bias.data[j] = old_head.bias.data[i]
+            head.bias.data[j] = old_head.bias.data[i] * t
         kept.append(class_names[j])
     return kept
 
