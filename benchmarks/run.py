@@ -1,4 +1,4 @@
-"""fashionnet vs its references, side by side: `python benchmarks/run.py` (about 10 minutes).
+"""fashionnet vs its references, side by side: `python benchmarks/run.py` (about 30 minutes).
 
 Every measurement runs in a fresh subprocess with the BLAS/OpenMP thread count fixed through the
 environment, and the implementations alternate (A B A B ...) so a change in machine load hits
@@ -931,8 +931,10 @@ def _reached(runs: list[dict[str, Any]], target: str) -> str:
     return f"{med:.1f} s" + (f" [{min(times):.1f}-{max(times):.1f}]" if len(times) > 1 else "")
 
 
-OPTIMISATIONS = """What changed the profile, each measured here with `benchmarks/profile_step.py`
-or a micro-benchmark of the part before and after (same machine, same session):
+OPTIMISATIONS = """What changed the profile, each measured with `benchmarks/profile_step.py` or a
+micro-benchmark of the part before and after on the same machine in the same session (the
+project's 2-core machines have been AMD EPYCs and Intel Xeons, so figures of different items
+may come from different machines):
 
 - Adam over one flat buffer in ten in-place passes, its `(1 - beta)` factors folded into the step
   size and epsilon: 0.61 -> 0.50 ms per step for the 235k-parameter MLP (a per-parameter Adam is

@@ -90,8 +90,9 @@ def test_each_section_names_the_run_and_machine_that_measured_it():
     }  # fmt: skip
     page = bench.render(results)
 
-    def section(title: str) -> str:
-        return page.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+    def section(title: str) -> str:  # its "Measured ..." line
+        text = page.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+        return next(line for line in text.splitlines() if line.startswith("Measured"))
 
     loading = section("Loading the 60,000 training images")
     assert (
