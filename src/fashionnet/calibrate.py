@@ -60,7 +60,8 @@ def cross_entropy(views: list[Array], labels: Array, temperature: float) -> floa
 
 def fit_temperature(views: list[Array], labels: Array) -> float:
     """The T in LOG_T_RANGE that minimises the cross-entropy, by golden-section search over
-    log T (the loss is convex in 1/T for one view; averaging two views keeps one minimum)."""
+    log T: for one view the loss is convex in 1/T, so this is its minimum; for two averaged
+    views no such proof holds and the search finds a local one."""
     lo, hi = LOG_T_RANGE
     g = (math.sqrt(5) - 1) / 2
 
