@@ -82,6 +82,16 @@ def fit_temperature(views: list[Array], labels: Array) -> float:
     return math.exp((lo + hi) / 2)
 
 
+def temperature_of(record: Any) -> float | None:
+    """The temperature in a model file's calibration record, if it is one calibrate could have
+    written (a number in LOG_T_RANGE); None for no record, or a damaged or hand-made one."""
+    t = record.get("temperature") if isinstance(record, dict) else None
+    if not isinstance(t, int | float) or isinstance(t, bool):
+        return None
+    lo, hi = (math.exp(v) for v in LOG_T_RANGE)
+    return float(t) if lo <= t <= hi else None
+
+
 def calibrate(model: Classifier, x: Array, labels: Array) -> dict[str, Any] | None:
     """Fit a temperature on (x, labels), validation images as float pixels, and fold it into
     the model's last layer. Returns what was done: T, and the images' cross-entropy and expected
@@ -104,4 +114,11 @@ def calibrate(model: Classifier, x: Array, labels: Array) -> dict[str, Any] | No
     }
 
 
-__all__ = ["MIN_IMAGES", "calibrate", "cross_entropy", "fit_temperature", "view_logits"]
+__all__ = [
+    "MIN_IMAGES",
+    "calibrate",
+    "cross_entropy",
+    "fit_temperature",
+    "temperature_of",
+    "view_logits",
+]

@@ -21,6 +21,7 @@ import numpy as np
 from ._fsutil import atomic_write, open_regular
 from ._text import shown
 from ._version import __version__
+from .calibrate import temperature_of
 from .card import architecture
 from .config import ConfigError, RunConfig
 from .model import Classifier, unwrap
@@ -133,11 +134,11 @@ def _header(run_dir: Path, model: Classifier, meta: dict[str, Any]) -> list[tupl
 
 def _calibration(record: Any) -> list[tuple[str, str]]:
     """The temperature a run fitted (calibrate.py), as the header shows it: from the file, so
-    only a number is shown."""
-    t = record.get("temperature") if isinstance(record, dict) else None
-    if not isinstance(t, int | float) or isinstance(t, bool):
+    only a temperature calibrate could have written is shown."""
+    t = temperature_of(record)
+    if t is None:
         return []
-    images = record.get("images") if isinstance(record, dict) else None
+    images = record.get("images")  # a record with a temperature is a dict
     fitted = f", fitted on {images} validation images" if isinstance(images, int) else ""
     return [("probabilities", f"calibrated: temperature {t:.3f}{fitted}")]
 

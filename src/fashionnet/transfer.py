@@ -11,13 +11,12 @@ did not have. The rest of the recipe (optimiser, schedule, epochs, augmentation)
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .calibrate import LOG_T_RANGE
+from .calibrate import temperature_of
 from .checkpoint import CheckpointError, load_model_with_metadata
 from .config import PRESETS, ConfigError, RunConfig, preset, replace, show_setting
 from .data import class_of
@@ -67,17 +66,8 @@ def read_source(where: str | os.PathLike[str]) -> Source:
         raise ConfigError("from_model", f"{path}: its run settings are unreadable ({e})") from None
     names = tuple(meta.get("class_names", ()))
     shape = tuple(meta.get("image_shape", (28, 28)))
-    return Source(path, model, config, names, shape, _temperature(meta.get("calibration")))
-
-
-def _temperature(record: Any) -> float:
-    """The temperature a calibrated model was scaled by (calibrate.py); 1 for a model that was
-    not, or whose record is not one calibrate could have written."""
-    t = record.get("temperature") if isinstance(record, dict) else None
-    if not isinstance(t, int | float) or isinstance(t, bool):
-        return 1.0
-    lo, hi = (math.exp(v) for v in LOG_T_RANGE)
-    return float(t) if lo <= t <= hi else 1.0
+    temperature = temperature_of(meta.get("calibration")) or 1.0  # 1: not calibrated
+    return Source(path, model, config, names, shape, temperature)
 
 
 def settings_from(
