@@ -2,7 +2,8 @@
 
 core: the contract (every layer registers itself in Layer.registry); dense: Linear, Dropout,
 Flatten; activations: ReLU, LeakyReLU, Tanh, Sigmoid; norm: BatchNorm; conv: Conv2D and Reshape
-over NCHW batches; pool: max and average pooling; residual: Residual blocks.
+over NCHW batches; pool: max and average pooling; convpool: a convolution and its 2x2 max-pool
+run as one step inside a model's Stretch; residual: Residual blocks.
 """
 
 from .activations import LeakyReLU, ReLU, Sigmoid, Tanh

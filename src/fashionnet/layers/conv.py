@@ -66,6 +66,15 @@ def window(padded: Array, i: int, j: int, stride: int, out_h: int, out_w: int) -
     return padded[:, i : i + stride * out_h : stride, j : j + stride * out_w : stride]
 
 
+def quads(v: Array) -> Array:
+    """(N, H, W, ...) -> the (2, 2, N, H/2, W/2, ...) view of the same memory: [dy, dx, n, a, b]
+    is pixel (2a + dy, 2b + dx) of image n, so each 2x2 window's four pixels sit in four blocks.
+    H and W must be even. (Splitting an axis in two never copies, whatever the strides.)"""
+    n, h, w, *rest = v.shape
+    split = v.reshape(n, h // 2, 2, w // 2, 2, *rest)
+    return split.transpose(2, 4, 0, 1, 3, *range(5, split.ndim))
+
+
 class Conv2D(Layer):
     """2-D convolution, weight (out_channels, in_channels, kernel, kernel) as in PyTorch.
 
@@ -134,22 +143,26 @@ class Conv2D(Layer):
         per_image = out_pixels * self.kernel_size**2 * self.in_channels * itemsize
         return max(1, CHUNK_BYTES // per_image)
 
-    def _im2col(self, x: Array) -> Array:
-        """(n, h, w, C) -> (n * oh * ow, k * k * C), columns ordered (kernel row, column, C)."""
+    def _im2col(self, x: Array, *, in_quads: bool = False) -> Array:
+        """(n, h, w, C) -> (n * oh * ow, k * k * C), columns ordered (kernel row, column, C);
+        rows ordered as the output pixels (n, oh, ow), or as their `quads` when in_quads."""
         k, s, p = self.kernel_size, self.stride, self.padding
         n, h, w, c = x.shape
-        if k == 1 and s == 1 and p == 0:
+        if k == 1 and s == 1 and p == 0 and not in_quads:
             return x.reshape(n * h * w, c)  # a 1x1 convolution is a dense layer per pixel
         oh, ow = self._sizes(h, w)
         padded = pad(x, p)
         xp = array_namespace(x)
+        order = quads if in_quads else (lambda v: v)
+        lead = (2, 2, n, oh // 2, ow // 2) if in_quads else (n, oh, ow)
         if k * c < 16:  # few channels: one row of columns per (position, channel), as in NCHW
-            rows = xp.empty((k, k, c, n, oh, ow), x.dtype)
+            rows = xp.empty((k, k, c, *lead), x.dtype)
             for i in range(k):
                 for j in range(k):
-                    rows[i, j] = window(padded, i, j, s, oh, ow).transpose(3, 0, 1, 2)
+                    tap = order(window(padded, i, j, s, oh, ow))
+                    rows[i, j] = tap.transpose(-1, *range(tap.ndim - 1))  # channels first
             return rows.reshape(k * k * c, n * oh * ow).T
-        cols = xp.empty((n, oh, ow, k, k * c), x.dtype)
+        cols = xp.empty((*lead, k, k * c), x.dtype)
         # the strides of contiguous memory (a size-1 axis may report any stride)
         _, hp, wp, _ = padded.shape
         sc = padded.itemsize
@@ -159,14 +172,18 @@ class Conv2D(Layer):
             row = xp.lib.stride_tricks.as_strided(
                 padded[:, i:], shape=(n, oh, ow, k * c), strides=(sn, s * sh, s * sw, sc)
             )
-            cols[:, :, :, i] = row
+            cols[..., i, :] = order(row)
         return cols.reshape(n * oh * ow, k * k * c)
 
+    def _input(self, x: Array) -> Array:
+        """x (N, C, H, W) channels-last, with the channels this layer takes."""
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"Conv2D expects {self.in_channels} input channels, got {x.shape[1]}")
+        return channels_last(x)
+
     def forward(self, x: Array, *, training: bool = False) -> Array:
-        x = channels_last(x)
-        n, h, w, c = x.shape
-        if c != self.in_channels:
-            raise ValueError(f"Conv2D expects {self.in_channels} input channels, got {c}")
+        x = self._input(x)
+        n, h, w, _ = x.shape
         oh, ow = self._sizes(h, w)
         pixels, o = oh * ow, self.out_channels
         xp = array_namespace(x)
@@ -220,13 +237,16 @@ class Conv2D(Layer):
             self.bias.grad[...] = d_bias
         return None if grad is None else as_nchw(grad)
 
-    def _col2im(self, dcols: Array, n: int, h: int, w: int) -> Array:
-        """(k * k, n * oh * ow, C) -> (n, h, w, C): each position's block added where it read."""
+    def _col2im(self, dcols: Array, n: int, h: int, w: int, *, in_quads: bool = False) -> Array:
+        """(k * k, n * oh * ow, C) -> (n, h, w, C): each position's block added where it read
+        (its rows ordered as _im2col's)."""
         k, s, p, c = self.kernel_size, self.stride, self.padding, self.in_channels
         oh, ow = self._sizes(h, w)
         grad = array_namespace(dcols).zeros((n, h + 2 * p, w + 2 * p, c), dcols.dtype)
+        order = quads if in_quads else (lambda v: v)
+        lead = (2, 2, n, oh // 2, ow // 2) if in_quads else (n, oh, ow)
         for pos in range(k * k):
-            window(grad, pos // k, pos % k, s, oh, ow)[...] += dcols[pos].reshape(n, oh, ow, c)
+            order(window(grad, pos // k, pos % k, s, oh, ow))[...] += dcols[pos].reshape(*lead, c)
         return grad[:, p : p + h, p : p + w]
 
     def config(self) -> dict[str, Any]:

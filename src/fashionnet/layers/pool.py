@@ -53,6 +53,7 @@ class MaxPool2D(_Pool2D):
 
     _argmax: Array | None = None
     _won: tuple[Array, Array] | None = None
+    _quads_won: Array | None = None  # set when layers/convpool.py ran it with its convolution
 
     def forward(self, x: Array, *, training: bool = False) -> Array:
         x = channels_last(x)
@@ -145,6 +146,31 @@ class MaxPool2D(_Pool2D):
 
         threads.each(n, part)
         return grad
+
+
+def max_of_quads(quads: Array, out: Array, won: Array | None) -> None:
+    """2x2 max-pooling of windows whose values lie in four blocks (conv.quads): quads (2, 2, ...)
+    [row, column in the window] -> out (...); won (3, ...): the left of the top pair, the left of
+    the bottom pair, the top pair's larger, each won (ties as MaxPool2D: the first in row-major
+    order)."""
+    xp = array_namespace(quads)
+    (q00, q01), (q10, q11) = quads
+    top, bottom = xp.maximum(q00, q01), xp.maximum(q10, q11)
+    xp.maximum(top, bottom, out=out)
+    if won is not None:
+        xp.greater_equal(q00, q01, out=won[0])
+        xp.greater_equal(q10, q11, out=won[1])
+        xp.greater_equal(top, bottom, out=won[2])
+
+
+def unpool_quads(g: Array, won: Array, out: Array) -> None:
+    """max_of_quads backward: g (...) to the winners in out (2, 2, ...), zeros elsewhere."""
+    xp = array_namespace(g)
+    top = xp.multiply(g, won[2], dtype=g.dtype)
+    bottom = xp.subtract(g, top)
+    for half, left_won, pair in ((top, won[0], out[0]), (bottom, won[1], out[1])):
+        xp.multiply(half, left_won, out=pair[0], dtype=g.dtype)
+        xp.subtract(half, pair[0], out=pair[1])
 
 
 class AvgPool2D(_Pool2D):

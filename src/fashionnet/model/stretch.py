@@ -14,7 +14,9 @@ The copies share the weights and have gradient arrays of their own, summed over 
 over threads in part order: bit-identical results for a given thread count.
 
 A ReLU just before a max-pool runs after it instead (`run_order`): the same outputs and gradients,
-with the ReLU's two passes over a quarter of the values behind 2x2 pooling.
+with the ReLU's two passes over a quarter of the values behind 2x2 pooling. A convolution and the
+2x2 max-pool then after it run as one step (layers/convpool.py), whose pooling reads contiguous
+blocks.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 from .. import threads
 from ..layers import Array, Conv2D, Layer, MaxPool2D, Parameter, ReLU, array_namespace
+from ..layers.convpool import ConvPool
 
 # a chunk's largest activation at most this: with the layers' own temporaries it stays in a
 # core's cache (sizes compared in BENCHMARKS.md)
@@ -73,6 +76,17 @@ def _twin(layer: Layer) -> Layer:
     return twin
 
 
+def _steps(layers: list[Layer]) -> list[tuple[int, Layer | ConvPool]]:
+    """(index of its first layer, what runs it): a layer, or a convolution and its pooling."""
+    steps: list[tuple[int, Layer | ConvPool]] = []
+    i = 0
+    while i < len(layers):
+        fused = ConvPool.of(*layers[i : i + 2])
+        steps.append((i, fused or layers[i]))
+        i += 2 if fused else 1
+    return steps
+
+
 def _cache(layer: Layer) -> dict[str, Any]:
     return {k: v for k, v in vars(layer).items() if k.startswith("_")}
 
@@ -113,8 +127,8 @@ class Stretch:
                 for c0 in range(images.start, images.stop, step):
                     c1 = min(c0 + step, images.stop)
                     h = x[c0:c1]
-                    for layer in twins:
-                        h = layer.forward(h, training=training)
+                    for _, run in _steps(twins):
+                        h = run.forward(h, training=training)
                     out[c0:c1] = h
                     if training:
                         saved.append((c0, c1, [_cache(layer) for layer in twins]))
@@ -136,6 +150,7 @@ class Stretch:
 
         def part(images: slice) -> list[Array]:
             twins = self._twins[images.start]
+            steps = _steps(twins)[::-1]
             params = [p for layer in twins for p in layer.params().values()]
             sums = [array_namespace(p.grad).zeros_like(p.grad) for p in params]
             with threads.single():
@@ -143,8 +158,10 @@ class Stretch:
                     for layer, cache in zip(twins, caches, strict=True):
                         vars(layer).update(cache)
                     h = g[c0:c1]
-                    for i in range(len(twins) - 1, lowest - 1, -1):
-                        h_in = twins[i].backward(h, input_grad=i > first)
+                    for i, run in steps:
+                        if i < lowest:
+                            break
+                        h_in = run.backward(h, input_grad=i > first)
                         h = h if h_in is None else h_in
                     if grad is not None:
                         grad[c0:c1] = h
