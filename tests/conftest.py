@@ -36,11 +36,12 @@ def rng() -> np.random.Generator:
 @pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
 def split_threads(request, monkeypatch):
     """Every layer splits its batch into this many parts (fashionnet/threads.py), down to one
-    image a part, so the tiny batches of the gradient checks and PyTorch comparisons take the
-    path a CNN step takes on two threads."""
+    image a part and whatever the work, so the tiny batches of the gradient checks and PyTorch
+    comparisons take the path a CNN step takes on two threads."""
     from fashionnet import threads
 
     monkeypatch.setattr(threads, "MIN_PART", 1)
+    monkeypatch.setattr(threads, "MIN_WORK", 0)
     with threads.region(request.param):
         yield request.param
 

@@ -34,6 +34,11 @@ T = TypeVar("T")
 
 ENV = "FASHIONNET_THREADS"
 MIN_PART = 4  # images (rows) per part at least: less costs more to hand over than it saves
+# the work a call must have to be split, in values an elementwise pass touches (a core runs
+# about 16 multiply-adds of a matrix product in the time of one): handing a part to a pool
+# thread and taking it back costs about 60 us, an elementwise pass over 200,000 values
+MIN_WORK = 1 << 18
+MADDS_PER_VALUE = 16
 
 _local = threading.local()  # .parts: how many parts `each` splits into on this thread now
 _lock = threading.Lock()
@@ -145,9 +150,15 @@ def parts() -> int:
     return int(getattr(_local, "parts", 1))
 
 
-def each(n: int, fn: Callable[[slice], T]) -> list[T]:
-    """fn(part) for the parts of range(n), the first on this thread, in part order."""
-    slices = split(n, parts())
+def plan(n: int, work: int | None = None) -> list[slice]:
+    """The parts `each` splits range(n) into now: one when `work` (the values or multiply-adds
+    the call touches, None for many) is under MIN_WORK."""
+    return split(n, parts() if work is None or work >= MIN_WORK else 1)
+
+
+def each(n: int, fn: Callable[[slice], T], work: int | None = None) -> list[T]:
+    """fn(part) for the parts of range(n) (`plan`), the first on this thread, in part order."""
+    slices = plan(n, work)
     if len(slices) == 1:
         return [fn(slices[0])]
     futures = [_executor(len(slices) - 1).submit(fn, s) for s in slices[1:]]
@@ -170,10 +181,10 @@ def map_ordered(fn: Callable[[A], T], items: Sequence[A], workers: int | None = 
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def summed(n: int, fn: Callable[[slice], Any]) -> Any:
+def summed(n: int, fn: Callable[[slice], Any], work: int | None = None) -> Any:
     """fn(part) for the parts of range(n) (as `each`), the partial sums added in part order: one
     array, or a list of them when fn returns a tuple or list (added entry by entry)."""
-    results = each(n, fn)
+    results = each(n, fn, work)
     if isinstance(results[0], tuple | list):
         return [_total(entry) for entry in zip(*results, strict=True)]
     return _total(results)

@@ -15,7 +15,7 @@ class ReLU(Layer):
     def forward(self, x: Array, *, training: bool = False) -> Array:
         xp = array_namespace(x)
         out = xp.empty_like(x)  # in x's memory order (channels-last feature maps stay so)
-        threads.each(len(x), lambda part: xp.maximum(x[part], 0, out=out[part]))
+        threads.each(len(x), lambda part: xp.maximum(x[part], 0, out=out[part]), x.size)
         self._out = out if training else None  # out > 0 exactly where x > 0
         return out
 
@@ -26,7 +26,7 @@ class ReLU(Layer):
         grad = xp.empty_like(out)  # the memory order of out (what grad_out usually has too)
         # dtype= multiplies by the mask without converting it to floats first (2x faster)
         threads.each(len(g), lambda part: xp.multiply(g[part], out[part] > 0, out=grad[part],
-                                                      dtype=g.dtype))  # fmt: skip
+                                                      dtype=g.dtype), g.size)  # fmt: skip
         return grad
 
     def to_onnx(self, graph: OnnxGraph, prefix: str, x: str) -> str:

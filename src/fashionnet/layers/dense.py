@@ -67,14 +67,15 @@ class Linear(Layer):
             if self.bias is not None:
                 out[rows] += self.bias.data
 
-        threads.each(len(x), part)
+        threads.each(len(x), part, x.size * self.out_features // threads.MADDS_PER_VALUE)
         return out
 
     def backward(self, grad_out: Array, *, input_grad: bool = True) -> Array | None:
         """dW = x^T g, db = sum_batch g, dx = g W^T."""
         x, g = _cached(self._x, self), grad_out
         xp = array_namespace(x)
-        if len(threads.split(len(x), threads.parts())) == 1:
+        work = 2 * x.size * self.out_features // threads.MADDS_PER_VALUE  # two products
+        if len(threads.plan(len(x), work)) == 1:
             xp.matmul(x.T, g, out=self.weight.grad)
             if self.bias is not None:
                 self.bias.grad[...] = column_sums(g)
@@ -86,7 +87,7 @@ class Linear(Layer):
                 xp.matmul(g[rows], self.weight.data.T, out=grad[rows])
             return x[rows].T @ g[rows], column_sums(g[rows])
 
-        d_weight, d_bias = threads.summed(len(x), part)
+        d_weight, d_bias = threads.summed(len(x), part, work)
         self.weight.grad[...] = d_weight
         if self.bias is not None:
             self.bias.grad[...] = d_bias

@@ -85,12 +85,11 @@ class BatchNorm(Layer):
                 xp.multiply(x[rows], scale_t, out=out[rows])
                 out[rows] += shift_t
 
-            threads.each(len(x), infer)
+            threads.each(len(x), infer, x.size)
             return out
         n = len(x) * tiles
-        mean = (
-            self._per_feature(threads.summed(len(x), lambda rows: column_sums(x[rows])), tiles) / n
-        )
+        sums = threads.summed(len(x), lambda rows: column_sums(x[rows]), x.size)
+        mean = self._per_feature(sums, tiles) / n
         x_hat = xp.empty_like(x)  # centred first, normalised in place below
         mean_t = xp.tile(mean, tiles)
 
@@ -98,7 +97,7 @@ class BatchNorm(Layer):
             xp.subtract(x[rows], mean_t, out=x_hat[rows])
             return xp.einsum("ij,ij->j", x_hat[rows], x_hat[rows])
 
-        var = self._per_feature(threads.summed(len(x), centre), tiles) / n
+        var = self._per_feature(threads.summed(len(x), centre, x.size), tiles) / n
         m = self.momentum
         self.running_mean *= 1 - m
         self.running_mean += m * mean
@@ -113,7 +112,7 @@ class BatchNorm(Layer):
             xp.multiply(x_hat[rows], weight_t, out=out[rows])
             out[rows] += bias_t
 
-        threads.each(len(x), normalise)
+        threads.each(len(x), normalise, x.size)
         self._x_hat, self._inv_std = x_hat, inv_std
         return out
 
@@ -124,7 +123,7 @@ class BatchNorm(Layer):
         def sums(rows: slice) -> tuple[Array, Array]:  # sum of g, sum of g * x_hat
             return column_sums(g[rows]), xp.einsum("ij,ij->j", g[rows], x_hat[rows])
 
-        d_bias, d_weight = threads.summed(len(x_hat), sums)
+        d_bias, d_weight = threads.summed(len(x_hat), sums, x_hat.size)
         self.bias.grad[...] = self._per_feature(d_bias, tiles)
         self.weight.grad[...] = self._per_feature(d_weight, tiles)
         if not input_grad:
@@ -141,7 +140,7 @@ class BatchNorm(Layer):
             grad[rows] += g[rows] * b_t
             grad[rows] -= c_t
 
-        threads.each(len(x_hat), part)
+        threads.each(len(x_hat), part, x_hat.size)
         return grad
 
     def config(self) -> dict[str, Any]:
