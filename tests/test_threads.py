@@ -70,6 +70,28 @@ def test_each_runs_every_part_once_in_order_and_the_first_on_the_caller():
     assert threads.each(30, part) == [30]  # outside a region: the whole batch at once
 
 
+def test_calls_with_too_little_work_to_pay_for_a_hand_over_run_unsplit(monkeypatch):
+    """A ReLU or a small Linear on 128 rows takes less than handing a part to a pool thread."""
+    handed: list[int] = []
+    executor = threads._executor
+
+    def counted(workers: int):
+        handed.append(workers)
+        return executor(workers)
+
+    monkeypatch.setattr(threads, "_executor", counted)
+    rng = np.random.default_rng(0)
+    with threads.region(2):
+        assert len(threads.plan(128, threads.MIN_WORK - 1)) == 1
+        assert len(threads.plan(128, threads.MIN_WORK)) == len(threads.plan(128)) == 2
+        ReLU().forward(rng.random((128, 128), dtype=np.float32))
+        Linear(128, 10, rng=rng).forward(rng.random((128, 128), dtype=np.float32))
+        assert handed == []
+        ReLU().forward(rng.random((128, 4096), dtype=np.float32))
+        Linear(3136, 128, rng=rng).forward(rng.random((128, 3136), dtype=np.float32))
+        assert handed == [1, 1]
+
+
 def test_batches_of_fewer_parts_reuse_the_pool_instead_of_replacing_it():
     """A server's batches come in every size: 8 images split into 2 parts, 64 into 4. The pool
     grows to the most parts asked for and is kept; it used to be replaced at every change."""
