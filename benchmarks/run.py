@@ -1063,7 +1063,44 @@ the current code alternated at 69.4 / 69.9 and 70.0 / 69.2 ms for the small CNN 
   convolution's products with the weight stored transposed, and the columns transposed: 114-124
   GFLOP/s against 118-122 (five rounds each, one core). That convolution's backward for 40
   images, by part: rebuilding the columns 1.0 ms, the weight gradient's product 2.9, the nine
-  column-gradient products 3.1, col2im 1.6."""
+  column-gradient products 3.1, col2im 1.6.
+
+2026-12-02, later, an AMD EPYC (2 virtual cores with AVX-512; OpenBLAS's SkylakeX kernels):
+
+- A convolution and the 2x2 max-pool after it run as one step (layers/convpool.py): im2col's
+  rows come in window order (`conv.quads`), so the product writes each window's four values into
+  four contiguous blocks, and the pooling is three `maximum`s over whole blocks (its masks three
+  comparisons). Alone, for 41 images: the 28x28x32 pooling 0.67 -> 0.20 ms forward and 0.75 ->
+  0.30 backward, the 14x14x64 one 0.29 -> 0.08 and 0.28 -> 0.12; the one-channel convolution's
+  columns in window order cost 0.09 -> 0.17-0.19 ms for 74 images (runs of 14 values at a
+  stride of 2 instead of 28 in a row). col2im from rows in window order took 0.245 against
+  0.135 ms for 9 images (its blocks strided), so where an input gradient is needed the pooling's
+  gradient goes back into the output's own order and the convolution's backward runs as before;
+  the first convolution (no input gradient) stays in window order. The view was numpy's
+  `as_strided` at first (2.6 us a call, in Python, holding the GIL); a reshape and a transpose
+  take 0.24 us, which took the fused step on 2 threads from 1.00-1.02x to 1.04-1.05x the speed
+  of the unfused one (alternating in one process, 40 rounds of 10 steps; 1.06-1.08x on 1).
+- Calls with little work run unsplit (`threads.MIN_WORK`): a hand-over to the pool thread and
+  back took 55-60 us at the median (p99 80-110 us) over 5,000 empty ones, ten times a ReLU
+  over 128 x 128 values (5.8 us); the small CNN's dense layers and their ReLU no longer pay it.
+- Both, alternating processes of `profile_step.py --cnn` (60 steps each): 20.7 -> 19.2 ms per
+  step on 2 threads (medians of 6 runs each), 32.4 -> 29.4 ms on 1 (4 runs); the `cnn` preset's
+  step (`--preset cnn`, 20 steps, 8 runs each, a noisy phase) 77 -> 72 ms on 2 threads.
+- Tried and left out: threads taking the chunks as each gets free (work-pulling, so that a core
+  slowed by another guest of the host does less) instead of a part per thread: the benchmark's
+  CNN worker on 2 threads, 8 alternating runs each, 4,787-6,092 samples/s before and
+  4,770-6,167 after, medians equal. The input gradient's nine products with the taps copied
+  contiguous first: 0.400 / 0.356 ms against 0.397 / 0.349 on the view (two runs of 40 rounds).
+- Why fashionnet's runs on 2 threads vary more than PyTorch's (the small CNN's table: 4,620-6,807
+  samples/s, PyTorch 3,515-4,164): a step on 2 threads makes about 100 voluntary context
+  switches (`getrusage`; none on 1 thread). Each NumPy call takes the GIL for its Python part and
+  a thread that finds it taken sleeps, and waking a thread on this virtual machine takes about
+  55 us, more when the host is busy; PyTorch's threads wait spinning in C. Larger chunks halve
+  the switches (8 MiB of activations a chunk and 4 MiB of columns: 51 a step) without making
+  the step faster (19.3-27.7 ms across the same runs: within the noise), so the sizes stay.
+  A vector-matrix product (`ones @ a`, column_sums) on two threads at once took 2.0-2.2x as long
+  as on one, where a matrix product of the same data ran side by side at 1.05-1.16x: it is
+  left, a few hundredths of a millisecond a step."""
 
 
 if __name__ == "__main__":
