@@ -16,14 +16,13 @@ maxima and ties; the weight and bias gradients sum the same terms in another ord
 from __future__ import annotations
 
 from .conv import Conv2D, as_nchw, channels_last, quads
-from .core import Array, Layer, array_namespace, column_sums
+from .core import Array, Layer, _cached, array_namespace, column_sums
 from .pool import MaxPool2D, max_of_quads, unpool_quads
 
 
 class ConvPool:
-    """conv then pool with the forward and backward of one layer; feature
-    maps of odd height or width (whose last row or column no window covers) run as the two
-    layers one after the other."""
+    """conv then pool, with the forward and backward of one layer. Feature maps of odd height or
+    width (whose last row or column no window covers) run as the two layers one after the other."""
 
     def __init__(self, conv: Conv2D, pool: MaxPool2D) -> None:
         self.conv, self.pool = conv, pool
@@ -82,8 +81,7 @@ class ConvPool:
             full = xp.empty((n, 2 * a, 2 * b, o), g.dtype)
             unpool_quads(g, won, quads(full))
             return conv.backward(as_nchw(full), input_grad=True)
-        x = conv._x
-        assert x is not None, "ConvPool.backward needs forward(x, training=True) first"
+        x = _cached(conv._x, conv)
         k, c = conv.kernel_size, conv.in_channels
         d_matrix, d_bias = xp.zeros((k * k * c, o), g.dtype), xp.zeros(o, g.dtype)
         step = conv._images_per_chunk(4 * a * b, x.itemsize)

@@ -122,12 +122,13 @@ class Stretch:
 
         def part(images: slice) -> None:
             twins = [_twin(layer) for layer in self.order]  # caches of their own, per thread
+            steps = _steps(twins)
             saved: _Saved = []
             with threads.single():
                 for c0 in range(images.start, images.stop, step):
                     c1 = min(c0 + step, images.stop)
                     h = x[c0:c1]
-                    for _, run in _steps(twins):
+                    for _, run in steps:
                         h = run.forward(h, training=training)
                     out[c0:c1] = h
                     if training:
