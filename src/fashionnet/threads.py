@@ -38,8 +38,8 @@ MIN_PART = 4  # images (rows) per part at least: less costs more to hand over th
 # to a pool thread and taking it back costs about 60 us, a ReLU over 160,000 values (2.8 a ns),
 # and splitting pays when each part saves more than that
 MIN_WORK = 1 << 18
-# a matrix product's multiply-adds per such value: one core runs 50-100 a ns on these shapes;
-# the lower figure, halved, so a product splits a little early rather than late
+# a matrix product's multiply-adds per such value: one core runs 50-100 a ns on these shapes,
+# 18-36 times as many; 16 makes a product split a little early rather than late
 MADDS_PER_VALUE = 16
 
 _local = threading.local()  # .parts: how many parts `each` splits into on this thread now
