@@ -1078,8 +1078,9 @@ the current code alternated at 69.4 / 69.9 and 70.0 / 69.2 ms for the small CNN 
   gradient goes back into the output's own order and the convolution's backward runs as before;
   the first convolution (no input gradient) stays in window order. The view was numpy's
   `as_strided` at first (2.6 us a call, in Python, holding the GIL); a reshape and a transpose
-  take 0.24 us, which took the fused step on 2 threads from 1.00-1.02x to 1.04-1.05x the speed
-  of the unfused one (alternating in one process, 40 rounds of 10 steps; 1.06-1.08x on 1).
+  take 0.24 us, which took the fused step on 2 threads from 1.02x to 1.04-1.05x the speed of
+  the unfused one, on 1 thread from 1.06x to 1.08x (alternating in one process, 40 rounds of 10
+  steps each).
 - Calls with little work run unsplit (`threads.MIN_WORK`): a hand-over to the pool thread and
   back took 55-60 us at the median (p99 80-110 us) over 5,000 empty ones, ten times a ReLU
   over 128 x 128 values (5.8 us); the small CNN's dense layers and their ReLU no longer pay it.
