@@ -153,8 +153,7 @@ class Conv2D(Layer):
         oh, ow = self._sizes(h, w)
         padded = pad(x, p)
         xp = array_namespace(x)
-        order = quads if in_quads else (lambda v: v)
-        lead = (2, 2, n, oh // 2, ow // 2) if in_quads else (n, oh, ow)
+        order, lead = self._row_order(n, oh, ow, in_quads)
         if k * c < 16:  # few channels: one row of columns per (position, channel), as in NCHW
             rows = xp.empty((k, k, c, *lead), x.dtype)
             for i in range(k):
@@ -231,11 +230,21 @@ class Conv2D(Layer):
                     grad[n0:n1] = self._col2im(rows @ taps, n1 - n0, h, w)
             return d_matrix, column_sums(g[images.start * pixels : images.stop * pixels])
 
-        d_matrix, d_bias = threads.summed(n, part)
+        self._set_grads(*threads.summed(n, part))
+        return None if grad is None else as_nchw(grad)
+
+    def _set_grads(self, d_matrix: Array, d_bias: Array) -> None:
+        """The gradients from dL/d(_matrix()) and dL/d(bias)."""
+        k, c, o = self.kernel_size, self.in_channels, self.out_channels
         self.weight.grad[...] = d_matrix.reshape(k, k, c, o).transpose(3, 2, 0, 1)
         if self.bias is not None:
             self.bias.grad[...] = d_bias
-        return None if grad is None else as_nchw(grad)
+
+    def _row_order(self, n: int, oh: int, ow: int, in_quads: bool) -> tuple[Any, tuple[int, ...]]:
+        """(view, shape): how _im2col and _col2im see the output pixels, (n, oh, ow) or quads."""
+        if in_quads:
+            return quads, (2, 2, n, oh // 2, ow // 2)
+        return (lambda v: v), (n, oh, ow)
 
     def _col2im(self, dcols: Array, n: int, h: int, w: int, *, in_quads: bool = False) -> Array:
         """(k * k, n * oh * ow, C) -> (n, h, w, C): each position's block added where it read
@@ -243,8 +252,7 @@ class Conv2D(Layer):
         k, s, p, c = self.kernel_size, self.stride, self.padding, self.in_channels
         oh, ow = self._sizes(h, w)
         grad = array_namespace(dcols).zeros((n, h + 2 * p, w + 2 * p, c), dcols.dtype)
-        order = quads if in_quads else (lambda v: v)
-        lead = (2, 2, n, oh // 2, ow // 2) if in_quads else (n, oh, ow)
+        order, lead = self._row_order(n, oh, ow, in_quads)
         for pos in range(k * k):
             order(window(grad, pos // k, pos % k, s, oh, ow))[...] += dcols[pos].reshape(*lead, c)
         return grad[:, p : p + h, p : p + w]

@@ -93,7 +93,5 @@ class ConvPool:
             rows = rows.reshape(-1, o)
             d_matrix += conv._im2col(x[n0:n1], in_quads=True).T @ rows
             d_bias += column_sums(rows)
-        conv.weight.grad[...] = d_matrix.reshape(k, k, c, o).transpose(3, 2, 0, 1)
-        if conv.bias is not None:
-            conv.bias.grad[...] = d_bias
+        conv._set_grads(d_matrix, d_bias)
         return None
