@@ -1092,16 +1092,31 @@ the current code alternated at 69.4 / 69.9 and 70.0 / 69.2 ms for the small CNN 
   CNN worker on 2 threads, 8 alternating runs each, 4,787-6,092 samples/s before and
   4,770-6,167 after, medians equal. The input gradient's nine products with the taps copied
   contiguous first: 0.400 / 0.356 ms against 0.397 / 0.349 on the view (two runs of 40 rounds).
-- Why fashionnet's runs on 2 threads vary more than PyTorch's (the small CNN's table: 4,620-6,807
-  samples/s, PyTorch 3,515-4,164): a step on 2 threads makes about 100 voluntary context
-  switches (`getrusage`; none on 1 thread). Each NumPy call takes the GIL for its Python part and
-  a thread that finds it taken sleeps, and waking a thread on this virtual machine takes about
-  55 us, more when the host is busy; PyTorch's threads wait spinning in C. Larger chunks halve
-  the switches (8 MiB of activations a chunk and 4 MiB of columns: 51 a step) without making
-  the step faster (19.3-27.7 ms across the same runs: within the noise), so the sizes stay.
-  A vector-matrix product (`ones @ a`, column_sums) on two threads at once took 2.0-2.2x as long
-  as on one, where a matrix product of the same data ran side by side at 1.05-1.16x: it is
-  left, a few hundredths of a millisecond a step."""
+- Why fashionnet's runs on 2 threads vary more than PyTorch's (the small CNN's table as it was
+  measured at 21:23 that day: 4,620-6,807 samples/s, PyTorch 3,515-4,164): a step on 2 threads makes
+  about 100 voluntary context switches (`getrusage`; none on 1 thread). Each NumPy call takes the
+  GIL for its Python part and a thread that finds it taken sleeps, and waking a thread on this
+  virtual machine takes about 55 us, more when the host is busy; PyTorch's threads wait spinning in
+  C. Larger chunks halve the switches (8 MiB of activations a chunk and 4 MiB of columns: 51 a step)
+  without making the step faster (19.3-27.7 ms across the same runs: within the noise), so the sizes
+  stay. A vector-matrix product (`ones @ a`, column_sums) on two threads at once took 2.0-2.2x as
+  long as on one, where a matrix product of the same data ran side by side at 1.05-1.16x: it is
+  left, a few hundredths of a millisecond a step. This guest's kernel halts an idle virtual core at
+  once (`haltpoll.guest_halt_poll_ns=0` on its command line, so no polling first), which is why a
+  wake-up costs tens of microseconds here; two single-threaded processes each running the 32-to-64
+  convolution's product side by side took 6.3-6.4 ms a product against 5.8-5.9 alone, so on these 2
+  virtual cores two threads can at best be about 1.8x one.
+- Flatten gives its gradient back channels-last when its input was (layers/dense.py): the
+  `cnn` preset's last ReLU multiplied an NCHW-ordered gradient by its channels-last mask, one
+  of them at a stride, 0.91 ms backward at batch 256 on 2 threads; now 0.16 ms after a 0.09 ms
+  copy, and the BatchNorm below no longer copies (0.44 -> 0.37 ms). The small CNN's stretch, whose
+  chunks are in cache, did not measurably change (alternating processes, medians 22.2 / 21.6 ms).
+- The small CNN's table against PyTorch in three runs of `--only cnn`, the code of its step the
+  same in all three (the change above touches only a Flatten whose input left a stretch): at
+  21:23, 7 rounds, 1.63x on 1 thread and 1.49x on 2 (fashionnet's rounds on 2 threads
+  4,620-6,807 samples/s); at 23:44, 7 rounds, 1.75x and 1.57x; at 23:56, 11 rounds, the table
+  above, 1.62x and 1.58x (rounds of 6,051-6,998). Read the ratio on 2 threads as 1.5-1.6x here,
+  give or take the machine's phase."""
 
 
 if __name__ == "__main__":
