@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .. import threads
+from .conv import as_nchw, channels_last
 from .core import (
     Array,
     Layer,
@@ -180,10 +181,7 @@ class Flatten(Layer):
 
     def backward(self, grad_out: Array, *, input_grad: bool = True) -> Array | None:
         grad = grad_out.reshape(self._shape)
-        if not self._channels_last:
-            return grad
-        xp = array_namespace(grad)
-        return xp.ascontiguousarray(grad.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+        return as_nchw(channels_last(grad)) if self._channels_last else grad
 
     @classmethod
     def example(cls, rng: np.random.Generator, dtype: Any) -> tuple[Layer, Array]:
