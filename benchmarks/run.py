@@ -1116,7 +1116,16 @@ the current code alternated at 69.4 / 69.9 and 70.0 / 69.2 ms for the small CNN 
   21:23, 7 rounds, 1.63x on 1 thread and 1.49x on 2 (fashionnet's rounds on 2 threads
   4,620-6,807 samples/s); at 23:44, 7 rounds, 1.75x and 1.57x; at 23:56, 11 rounds, the table
   above, 1.62x and 1.58x (rounds of 6,051-6,998). Read the ratio on 2 threads as 1.5-1.6x here,
-  give or take the machine's phase."""
+  give or take the machine's phase.
+- Measured, not built (2026-12-03): the `cnn` preset's first stage (a 1-to-32 convolution and
+  its pooling at 28x28, 256 images) runs forward no faster on 2 threads than on 1 (3.0-4.2 ms
+  against 3.3-3.9 ms, three alternating rounds): its product has 9 multiply-adds per value it
+  writes, so the stage is the copying of 32 output values a pixel through memory, and on this
+  virtual machine one core already takes what memory gives (two copies of 64 MiB: 7.1-8.0 ms
+  one after the other on one thread, or side by side on two). Chunks small enough for the products to stay in a core's 1 MiB L2
+  made it slower on 2 threads (one run each: 9 images a chunk 3.9 ms, 4 images 5.0 ms, 2 images
+  8.1 ms, against 3.3 ms at the usual 74): the NumPy calls per image multiply, and with them the
+  GIL hand-overs."""
 
 
 if __name__ == "__main__":
