@@ -1122,10 +1122,10 @@ the current code alternated at 69.4 / 69.9 and 70.0 / 69.2 ms for the small CNN 
   against 3.3-3.9 ms, three alternating rounds): its product has 9 multiply-adds per value it
   writes, so the stage is the copying of 32 output values a pixel through memory, and on this
   virtual machine one core already takes what memory gives (two copies of 64 MiB: 7.1-8.0 ms
-  one after the other on one thread, or side by side on two). Chunks small enough for the products to stay in a core's 1 MiB L2
-  made it slower on 2 threads (one run each: 9 images a chunk 3.9 ms, 4 images 5.0 ms, 2 images
-  8.1 ms, against 3.3 ms at the usual 74): the NumPy calls per image multiply, and with them the
-  GIL hand-overs."""
+  one after the other on one thread, or side by side on two). Chunks small enough for the
+  products to stay in a core's 1 MiB L2 made it slower on 2 threads (one run each: 9 images a
+  chunk 3.9 ms, 4 images 5.0 ms, 2 images 8.1 ms, against 3.3 ms at the usual 74): the NumPy
+  calls per image multiply, and with them the GIL hand-overs."""
 
 
 if __name__ == "__main__":
