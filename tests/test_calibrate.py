@@ -53,10 +53,10 @@ def _model_and_images(rng: np.random.Generator, n: int):
     return model, x, labels
 
 
-@pytest.mark.parametrize("wrap", [False, True], ids=["plain", "flip-averaged"])
+@pytest.mark.parametrize("wrap", [None, "flip", "flip-shift"])
 def test_calibrate_folds_the_temperature_into_the_last_layer(wrap, rng):
     model, x, labels = _model_and_images(rng, 2000)
-    model = FlipAveraged(model) if wrap else model
+    model = FlipAveraged(model, wrap) if wrap else model
     before = model.predict_proba(x)
     views = view_logits(model, x)
     record = calibrate(model, x, labels)
@@ -65,8 +65,8 @@ def test_calibrate_folds_the_temperature_into_the_last_layer(wrap, rng):
     assert t > 1.5  # over-confident: the logits are spread
     after = model.predict_proba(x)
     # the model file now answers what the fit computed, from its own weights
-    expected = softmax(views[0] / t) if not wrap else (
-        softmax(views[0] / t) + softmax(views[1] / t)) / 2  # fmt: skip
+    assert len(views) == {None: 1, "flip": 2, "flip-shift": 10}[wrap]
+    expected = sum(softmax(v / t) for v in views) / len(views)
     np.testing.assert_allclose(after, expected, atol=1e-5)
     if not wrap:  # one view: every image's ranking of the classes is kept
         np.testing.assert_array_equal(np.argsort(after, axis=1), np.argsort(before, axis=1))

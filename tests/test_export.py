@@ -77,8 +77,14 @@ def make_flip_averaging_cnn(rng):
     return FlipAveraged(make_cnn(rng))
 
 
+def make_flip_shift_cnn(rng):
+    return FlipAveraged(make_cnn(rng), "flip-shift")
+
+
 @pytest.mark.parametrize(
-    "make", [make_mlp, make_cnn, make_flip_averaging_cnn], ids=["mlp", "cnn", "cnn-flip-averaging"]
+    "make",
+    [make_mlp, make_cnn, make_flip_averaging_cnn, make_flip_shift_cnn],
+    ids=["mlp", "cnn", "cnn-flip-averaging", "cnn-flip-shift"],
 )
 def test_onnxruntime_agrees_on_random_images(make, tmp_path, rng):
     pixels = rng.integers(0, 256, (64, 784)).astype(np.float32)

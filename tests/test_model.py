@@ -134,6 +134,44 @@ def test_flip_averaging_predicts_the_mean_of_both_views(rng, tmp_path):
         mirror(np.zeros((2, 12), np.float32))
 
 
+def test_flip_shift_averages_ten_views_moved_one_pixel(rng, tmp_path):
+    from fashionnet.checkpoint import load_model, save_checkpoint
+    from fashionnet.losses import softmax
+    from fashionnet.model import FlipAveraged, mirror
+    from fashionnet.model.sequential import shifted
+
+    square = np.arange(1, 10, dtype=np.float32).reshape(1, 9)  # 3x3: 1 2 3 / 4 5 6 / 7 8 9
+    moved = {(dy, dx): shifted(square, dy, dx).reshape(3, 3) for dy, dx in
+             ((-1, 0), (1, 0), (0, -1), (0, 1))}  # fmt: skip
+    np.testing.assert_array_equal(moved[-1, 0], [[4, 5, 6], [7, 8, 9], [0, 0, 0]])  # up
+    np.testing.assert_array_equal(moved[1, 0], [[0, 0, 0], [1, 2, 3], [4, 5, 6]])  # down
+    np.testing.assert_array_equal(moved[0, -1], [[2, 3, 0], [5, 6, 0], [8, 9, 0]])  # left
+    np.testing.assert_array_equal(moved[0, 1], [[0, 1, 2], [0, 4, 5], [0, 7, 8]])  # right
+    with pytest.raises(ValueError, match="square images"):
+        shifted(np.zeros((2, 12), np.float32), 1, 0)
+
+    net = mlp(16, [8], 3, rng=rng)
+    model = FlipAveraged(net, "flip-shift")
+    x = rng.normal(size=(5, 16)).astype(np.float32)
+    views = model.views(x)
+    assert len(views) == 10 and views[0] is x
+    np.testing.assert_array_equal(views[1], mirror(x))
+    np.testing.assert_array_equal(views[3], shifted(mirror(x), -1, 0))  # the mirror moved up
+    assert len({v.tobytes() for v in views}) == 10  # ten different views
+    expected = sum(softmax(net.forward(v)) for v in views) / 10
+    for batch_size in (1, 7, 10, 23, 2048):  # any split into batches: the same means
+        np.testing.assert_allclose(model.predict_proba(x, batch_size=batch_size), expected,
+                                   rtol=1e-5)  # fmt: skip
+    assert not np.allclose(expected, FlipAveraged(net).predict_proba(x))  # more than the flip
+    save_checkpoint(tmp_path / "m.npz", model)
+    loaded = load_model(tmp_path / "m.npz")
+    assert isinstance(loaded, FlipAveraged) and loaded.mode == "flip-shift"
+    np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))
+    assert "flip-shift" in repr(model) and "mode" not in repr(FlipAveraged(net))
+    with pytest.raises(ValueError, match="tta must be one of flip, flip-shift"):
+        FlipAveraged(net, "rotate")
+
+
 def load_model_from(model, folder):
     from fashionnet.checkpoint import load_model, save_checkpoint
 

@@ -47,6 +47,37 @@ def test_the_result_holds_the_model_and_the_exact_test_split(data_dir, tmp_path)
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == result.metrics
 
 
+def test_a_flip_shift_run_validates_epochs_on_two_views_and_reports_all_ten(
+    data_dir, tmp_path, monkeypatch
+):
+    """Ten views each epoch would add a fifth to the cnn preset's training time: its epochs are
+    validated on the image and its mirror, its final validation figures on every view."""
+    from fashionnet import train as train_module
+
+    seen = []
+
+    def spy(model, x, y, **kw):
+        figures = evaluate(model, x, y, **kw)
+        if len(x) == 200:  # the validation images
+            seen.append((getattr(model, "mode", None), figures))
+        return figures
+
+    monkeypatch.setattr(train_module, "evaluate", spy)  # each epoch's validation
+    monkeypatch.setattr(runs, "evaluate", spy)  # the run's final figures
+    config = small(data_dir, tta="flip-shift", epochs=3, val_size=200)  # enough to calibrate
+    result = runs.Run(config, tmp_path / "run").train(progress=False)
+    assert result.model.mode == "flip-shift"
+    assert [mode for mode, _ in seen] == ["flip", "flip", "flip", "flip-shift"]
+    assert (result.metrics["val_loss"], result.metrics["val_accuracy"]) == seen[-1][1]
+    best = result.history.best()  # the epochs' records keep what was measured then
+    assert (best["val_loss"], best["val_accuracy"]) == seen[result.history.best_epoch - 1][1]
+    assert seen[-1][1] != seen[result.history.best_epoch - 1][1]
+    # measured as trained, before the calibration changed the probabilities (not after)
+    calibration = result.metadata["calibration"]
+    assert calibration["val_loss_before"] == pytest.approx(result.metrics["val_loss"], rel=1e-4)
+    assert calibration["val_loss_after"] < result.metrics["val_loss"]
+
+
 def test_report_after_limit_shows_metrics_json_accuracy(data_dir, tmp_path, capsys):
     run = tmp_path / "run"
     argv = ["train", "--data", str(data_dir), "--limit", "100", "--val-size", "20", "--epochs",

@@ -21,7 +21,7 @@ from typing import Any
 from .layers import Array, Linear, array_namespace
 from .losses import softmax
 from .metrics import expected_calibration_error
-from .model import INFERENCE_BATCH, Classifier, mirror, unwrap
+from .model import INFERENCE_BATCH, Classifier, FlipAveraged, unwrap
 
 # Fewer validation images than this say too little about one more parameter: a few dozen photos
 # all classified right would ask for T -> 0, certainty the data cannot back.
@@ -31,11 +31,11 @@ STEPS = 60  # golden-section steps: the bracket shrinks to 0.618^60 of its width
 
 
 def view_logits(model: Classifier, x: Array) -> list[Array]:
-    """The logits behind model.predict_proba(x), in float64: one array, or two under flip
-    averaging (each image's and its mirror image's)."""
+    """The logits behind model.predict_proba(x), in float64: one array, or one per view under
+    test-time averaging (FlipAveraged.views)."""
     inner = unwrap(model)
     xp = array_namespace(x)
-    views = [x] if inner is model else [x, mirror(x)]
+    views = model.views(x) if isinstance(model, FlipAveraged) else [x]
     return [
         xp.concatenate([inner.forward(v[i : i + INFERENCE_BATCH])
                         for i in range(0, len(v), INFERENCE_BATCH)]).astype(xp.float64)

@@ -24,7 +24,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "init": ("he", "glorot", "uniform", "torch"),
     "optimizer": ("sgd", "adam", "adamw"),
     "schedule": ("constant", "cosine", "restarts"),
-    "tta": ("flip",),
+    "tta": ("flip", "flip-shift"),
 }
 
 
@@ -73,7 +73,11 @@ class RunConfig:
     batch_norm: bool = _field(True, "mlp: BatchNorm after each hidden Linear (cnn: always)")
     dropout: float = _field(0.0, "dropout after each hidden dense layer", lo=0, hi=1, hi_open=True)
     input_dropout: float = _field(0.0, "mlp: dropout on the input pixels", lo=0, hi=1, hi_open=True)
-    tta: str | None = _field(None, "flip: predictions average each image and its mirror image")
+    tta: str | None = _field(
+        None,
+        "flip: predictions average each image and its mirror image; "
+        "flip-shift: and both moved a pixel each way (10 views)",
+    )
     from_model: str | None = _field(
         None,
         "start from this trained model's weights (model file or run folder) and its layers; "

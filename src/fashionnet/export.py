@@ -16,6 +16,7 @@ import numpy as np
 
 from ._fsutil import atomic_write
 from .model import Classifier, FlipAveraged, unwrap
+from .model.sequential import ONE_PIXEL
 
 OPSET = 17
 
@@ -48,22 +49,17 @@ def to_onnx(
     const, node = graph.const, graph.node
 
     x = node("Mul", ["pixels", const(np.array(input_scale, np.float32), "input_scale")], "scaled")
-    flip, net = isinstance(model, FlipAveraged), unwrap(model)
-    if flip:  # the mirror images go through as a second half of the batch
-        side = round(n_features**0.5)
-        square = node("Reshape", [x, const(np.array([0, side, side]), "tta.square")], "tta.sq")
-        steps = [const(np.array([v]), f"tta.{k}") for k, v in
-                 (("start", -1), ("end", -(2**63)), ("axis", 2), ("step", -1))]  # fmt: skip
-        mirrored = node("Slice", [square, *steps], "tta.mirrored")
-        flat = node("Reshape", [mirrored, const(np.array([0, n_features]), "tta.flat")], "tta.m")
-        x = node("Concat", [x, flat], "tta.both", axis=0)
+    views, net = _views(graph, model, x, n_features), unwrap(model)
+    if len(views) > 1:  # the other views go through as further parts of the batch
+        x = node("Concat", views, "tta.views", axis=0)
     for i, layer in enumerate(net.layers):
         x = layer.to_onnx(graph, f"{i}", x)
-    if flip:
+    if len(views) > 1:
         n_out = net.forward(np.zeros((1, n_features), np.float32)).shape[1]
         probs = node("Softmax", [x], "tta.probabilities", axis=1)
-        pairs = node("Reshape", [probs, const(np.array([2, -1, n_out]), "tta.pairs")], "tta.p")
-        node("ReduceMean", [pairs], "probabilities", axes=[0], keepdims=0)
+        shape = const(np.array([len(views), -1, n_out]), "tta.shape")
+        parts = node("Reshape", [probs, shape], "tta.parts")
+        node("ReduceMean", [parts], "probabilities", axes=[0], keepdims=0)
     else:
         node("Softmax", [x], "probabilities", axis=1)
     graph = helper.make_graph(
@@ -83,6 +79,29 @@ def to_onnx(
                                    for k, v in props.items()})  # fmt: skip
     onnx.checker.check_model(proto, full_check=True)
     return proto
+
+
+def _views(graph: Any, model: Classifier, x: str, n_features: int) -> list[str]:
+    """The graph's names of FlipAveraged.views(x), in its order: x alone for a plain model."""
+    if not isinstance(model, FlipAveraged):
+        return [x]
+    const, node = graph.const, graph.node
+    side = round(n_features**0.5)
+    square = node("Reshape", [x, const(np.array([0, side, side]), "tta.square")], "tta.sq")
+    steps = [const(np.array([v]), f"tta.{k}") for k, v in
+             (("start", -1), ("end", -(2**63)), ("axis", 2), ("step", -1))]  # fmt: skip
+    squares = [square, node("Slice", [square, *steps], "tta.mirrored")]
+    if model.mode == "flip-shift":  # each moved view: a window of the image padded by one pixel
+        pads = const(np.array([0, 1, 1, 0, 1, 1]), "tta.pads")
+        padded = [node("Pad", [s, pads], f"tta.padded{i}") for i, s in enumerate(squares)]
+        axes = const(np.array([1, 2]), "tta.axes")
+        for dy, dx in ONE_PIXEL:
+            start = const(np.array([1 - dy, 1 - dx]), f"tta.from{dy}{dx}")
+            end = const(np.array([1 - dy + side, 1 - dx + side]), f"tta.to{dy}{dx}")
+            squares += [node("Slice", [p, start, end, axes], f"tta.moved{dy}{dx}.{i}")
+                        for i, p in enumerate(padded)]  # fmt: skip
+    flat = const(np.array([0, n_features]), "tta.flat")
+    return [x] + [node("Reshape", [s, flat], f"tta.view{i}") for i, s in enumerate(squares[1:])]
 
 
 def export_onnx(

@@ -42,7 +42,7 @@ def build_model(
     config: RunConfig, n_features: int, n_classes: int, rng: np.random.Generator
 ) -> Classifier:
     """The network `config` describes, its weights drawn from rng (wrapped in FlipAveraged when
-    its predictions average each image and its mirror image)."""
+    its predictions average views of each image)."""
     if config.arch in ("cnn", "resnet"):
         side = round(n_features**0.5)
         if side * side != n_features:
@@ -57,7 +57,7 @@ def build_model(
             dropout=config.dropout, input_dropout=config.input_dropout,
             batch_norm=config.batch_norm, init=config.init,
         )  # fmt: skip
-    return FlipAveraged(model) if config.tta == "flip" else model
+    return FlipAveraged(model, config.tta) if config.tta is not None else model
 
 
 def build_training(
@@ -323,9 +323,11 @@ class Run:
         if on_start is not None:
             on_start(self, state)
         started = time.perf_counter() - state.history.train_seconds
+        # each epoch validated through 2 views at most; the final figures through all (below)
+        x_val = to_float(val.images)
+        watch = model.two_views() if isinstance(model, FlipAveraged) else model
         history = fit(
-            model, optimizer, (x, y),
-            val=(to_float(val.images), val.labels) if len(val) else None,
+            watch, optimizer, (x, y), val=(x_val, val.labels) if len(val) else None,
             epochs=config.epochs, batch_size=config.batch_size, rng=rng, schedule=schedule,
             label_smoothing=config.label_smoothing,
             augment=make_augment({"flip": config.flip, "shift": config.shift,
@@ -338,32 +340,29 @@ class Run:
             save_resume_point(state)
             return RunResult(model, metadata, test, history, interrupted=state.stop_requested,
                              epoch=state.epoch + 1, step=optimizer.steps)  # fmt: skip
+        best = dict(history.best())
+        if len(val) and watch is not model:  # the best epoch's weights, through every view
+            best["val_loss"], best["val_accuracy"] = evaluate(model, x_val, val.labels)
         if config.calibrate:  # None when too few validation images say how (MODEL_CARD.md)
-            metadata["calibration"] = calibrate(model, to_float(val.images), val.labels)
+            metadata["calibration"] = calibrate(model, x_val, val.labels)
         t0 = time.perf_counter()
         evaluation = evaluate_test_set(model, test.images, test.labels) if test_set else None
         test_loss, test_acc = (evaluation["test_loss"], evaluation["test_accuracy"]) if (
             evaluation is not None) else (None, None)  # fmt: skip
-        best = history.best()
         metadata["metrics"] = {
-            "preset": config.preset,
-            "seed": config.seed,
-            "test_accuracy": test_acc,
-            "test_loss": test_loss,
-            "val_accuracy": best.get("val_accuracy"),
-            "val_loss": best.get("val_loss"),
+            "preset": config.preset, "seed": config.seed,
+            "test_accuracy": test_acc, "test_loss": test_loss,
+            "val_accuracy": best.get("val_accuracy"), "val_loss": best.get("val_loss"),
             "best_epoch": history.best_epoch,
             "epochs": len(history.epochs),
             "stopped_early": history.stopped_early,
             "train_seconds": history.train_seconds,
             "test_seconds": time.perf_counter() - t0,
             "n_parameters": unwrap(model).n_parameters(),
-            "train_size": len(train),
-            "val_size": len(val),
-            "test_size": len(test),
+            "train_size": len(train), "val_size": len(val), "test_size": len(test),
             "data": data.source,
             "data_checksum": checksum,
-        }
+        }  # fmt: skip
         if evaluation is None:  # untested: no test figures at all, rather than empty ones
             for key in ("test_accuracy", "test_loss", "test_seconds", "test_size"):
                 del metadata["metrics"][key]
