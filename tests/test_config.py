@@ -46,7 +46,7 @@ def test_config_json_written_before_runconfig_reads_as_its_preset(run):
         "mlp": RunConfig(),
         "cnn": dataclasses.replace(PRESETS["cnn"], stages=((32,), (64, 64), (128,)), dropout=0.25,
                                    shift=2, epochs=13, label_smoothing=0.0, optimizer="adamw",
-                                   lr=0.003, weight_decay=0.05, batch_size=128),
+                                   lr=0.003, weight_decay=0.05, batch_size=128, tta="flip"),
     }.get(run, PRESETS[run])  # fmt: skip
     # they name val_size 5000, what the default (none: a tenth, at most 5000) holds out of 60,000,
     # and their runs did not calibrate (the presets do now)
