@@ -238,8 +238,10 @@ def describe(run: Path) -> str:
     if not metrics.exists():
         return f"{run.name} (no metrics.json)"
     m = json.loads(metrics.read_text())
+    tta = json.loads((run / "config.json").read_text()).get("tta")
+    views = {None: "", "flip": ", averaging 2 views", "flip-shift": ", averaging 10 views"}
     return (f"preset {m.get('preset')}, {m.get('train_size')} training images, test accuracy "
-            f"{m.get('test_accuracy', 0):.4f}")  # fmt: skip
+            f"{m.get('test_accuracy', 0):.4f}{views.get(tta, f', tta {tta}')}")  # fmt: skip
 
 
 def main() -> None:
