@@ -262,8 +262,7 @@ class FlipAveraged:
         self, x: Array, *, batch_size: int = INFERENCE_BATCH, pixels: bool = True
     ) -> Array:
         x = x.reshape(len(x), -1) if x.ndim == 3 else x
-        xp = array_namespace(x)
-        n_views = 2 if self.mode == "flip" else 2 + 2 * len(ONE_PIXEL)
+        xp, n_views = array_namespace(x), len(self.views(x[:1]))
         step = max(1, batch_size // n_views)
         parts = []
         for i in range(0, len(x), step):  # each image beside its other views: one pass
