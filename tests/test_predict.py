@@ -57,6 +57,47 @@ def test_every_input_kind_gives_the_models_answer(model_file, tmp_path, rng, cap
     assert predicted(capsys) == expected[:1]
 
 
+def test_tta_predicts_the_same_weights_through_other_views(tmp_path, rng, capsys):
+    """--tta on predict and evaluate, and classify's tta: the model file's own views by default,
+    or each image alone, its mirror, or ten views, all from the same weights."""
+    from fashionnet import classify
+    from fashionnet.classify import through
+    from fashionnet.model import FlipAveraged
+
+    net = mlp(784, [16], 10, rng=rng)
+    model = FlipAveraged(net, "flip-shift")
+    path = tmp_path / "m.npz"
+    save_checkpoint(path, model, metadata={"image_shape": [28, 28]})
+    images = np.zeros((6, 28, 28), np.uint8)
+    images[:, 3:-3, 5:-5] = rng.integers(0, 256, (6, 22, 18))
+    labels = rng.integers(0, 10, 6)
+    np.savez(tmp_path / "x.npz", x=images, y=labels)
+    x = to_float(images)
+    views = {"model": ("flip-shift", model), "none": (None, net),
+             "flip": ("flip", FlipAveraged(net)), "flip-shift": ("flip-shift", model)}  # fmt: skip
+    assert not np.allclose(net.predict_proba(x), FlipAveraged(net).predict_proba(x))
+    for tta, (mode, expected) in views.items():
+        probs = expected.predict_proba(x)
+        assert main(["predict", str(path), str(tmp_path / "x.npz"), "--json", "--top-k", "10",
+                     "--tta", tta]) == 0  # fmt: skip
+        for line, row in zip(capsys.readouterr().out.splitlines(), probs, strict=True):
+            by_class = {p["class"]: p["probability"] for p in json.loads(line)["predictions"]}
+            np.testing.assert_allclose([by_class[n] for n in CLASS_NAMES], row, rtol=1e-5)
+        assert main(["evaluate", str(path), "--data", str(tmp_path / "x.npz"), "--json",
+                     "--tta", tta]) == 0  # fmt: skip
+        result = json.loads(capsys.readouterr().out)
+        assert result["tta"] == mode and result["test_accuracy"] == np.mean(
+            probs.argmax(1) == labels
+        )
+        scores = [{c["label"]: c["score"] for c in found} for found in
+                  classify(path, images, top_k=10, tta=tta)]  # fmt: skip
+        np.testing.assert_allclose([[s[n] for n in CLASS_NAMES] for s in scores], probs, rtol=1e-5)
+    assert through(model, "none") is net and through(model, "model") is model
+    assert through(net, "flip-shift").model is net  # the weights shared, not copied
+    with pytest.raises(ValueError, match="tta must be one of model, none, flip, flip-shift"):
+        through(model, "rotate")
+
+
 def test_top_k_lists_k_classes_in_order(model_file, tmp_path, rng, capsys):
     path, _ = model_file
     np.savez(tmp_path / "x.npz", x=rng.integers(0, 256, (2, 28, 28), dtype=np.uint8), y=[0, 0])

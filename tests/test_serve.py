@@ -73,6 +73,28 @@ def test_predict_multipart_raw_and_pixels_agree_with_the_cli(client, run_dir, im
     assert body["model"].startswith(run_dir.name + "@")
 
 
+def test_tta_serves_the_same_weights_through_other_views(run_dir, images):
+    from fashionnet.checkpoint import load_model
+    from fashionnet.data import to_float
+    from fashionnet.model import FlipAveraged
+
+    net = load_model(run_dir / "model.npz")
+    for tta, model in (
+        ("flip", FlipAveraged(net)),
+        ("flip-shift", FlipAveraged(net, "flip-shift")),
+    ):
+        with TestClient(create_app(run_dir, tta=tta)) as c:
+            assert c.get("/v1/model").json()["tta"] == tta
+            pixels = [im.ravel().tolist() for im in images]
+            r = c.post("/v1/predict/pixels?top_k=10", json={"pixels": pixels})
+            for ours, probs in zip(r.json()["predictions"], model.predict_proba(to_float(images)),
+                                   strict=True):  # fmt: skip
+                by_class = {t["class"]: t["probability"] for t in ours["top"]}
+                np.testing.assert_allclose([by_class[n] for n in CLASS_NAMES], probs, rtol=1e-5)
+    with pytest.raises(ValueError, match="tta must be one of model, none, flip, flip-shift"):
+        create_app(run_dir, tta="rotate")
+
+
 def test_view_returns_what_the_model_saw(client, images):
     photo = np.full((200, 150), 255, np.uint8)
     photo[20:180, 40:110] = 40  # a dark garment on white
@@ -87,6 +109,7 @@ def test_model_card_health_metrics_page_docs(client):
     assert facts["class_names"] == list(CLASS_NAMES)
     assert facts["input"]["image_shape"] == [28, 28] and facts["input"]["range"] == "0..255"
     assert facts["calibration"] == {"temperature": 0.6, "images": 5000}
+    assert facts["tta"] is None  # the model's own: each image alone
     assert client.get("/v1/model/card").text.startswith("# Model card")
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ready"}
@@ -236,12 +259,13 @@ def test_a_port_in_use_or_a_host_not_found_is_one_line(run_dir, workers, capsys)
 def test_serve_answers_then_stops_on_sigterm_with_exit_0(run_dir, images, workers):
     import httpx
 
-    proc, port = serve_process(run_dir, workers=workers)
+    proc, port = serve_process(run_dir, "--tta", "flip", workers=workers)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
             r = http.post("/v1/predict", content=png(images[0]),
                           headers={"content-type": "image/png"})  # fmt: skip
             assert r.status_code == 200 and r.json()["predictions"][0]["top"][0]["class"]
+            assert http.get("/v1/model").json()["tta"] == "flip"  # every worker's app has it
         proc.send_signal(signal.SIGTERM)
         err = proc.stderr.read()
         assert proc.wait() == 0 and "Traceback" not in err

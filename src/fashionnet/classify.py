@@ -19,8 +19,13 @@ import numpy as np
 
 from .checkpoint import load_model_with_metadata
 from .data import CLASS_NAMES, to_float
-from .model import Classifier
+from .model import Classifier, with_tta
+from .model.sequential import TTA_MODES
 from .predict import to_images
+
+# what --tta takes at predict, evaluate and serve: "model", the views the model was trained and
+# calibrated with; "none", each image alone; or one of FlipAveraged's modes
+TTA_CHOICES = ("model", "none", *TTA_MODES)
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,14 @@ def open_model(source: str | os.PathLike[str] | Classifier | LoadedModel) -> Loa
     return LoadedModel(source, CLASS_NAMES, (28, 28), {})
 
 
+def through(model: Classifier, tta: str) -> Classifier:
+    """`model` predicting through the views `tta` names (TTA_CHOICES), its weights shared: fewer
+    views for speed (flip-shift is five times flip's work), or more."""
+    if tta not in TTA_CHOICES:
+        raise ValueError(f"tta must be one of {', '.join(TTA_CHOICES)}; got {tta!r}")
+    return model if tta == "model" else with_tta(model, None if tta == "none" else tta)
+
+
 def top_classes(
     probs: np.ndarray, names: tuple[str, ...], top_k: int
 ) -> list[list[dict[str, Any]]]:
@@ -58,16 +71,19 @@ def top_classes(
 
 
 def classify(
-    model: str | os.PathLike[str] | Classifier | LoadedModel, inputs: Any, top_k: int = 1
+    model: str | os.PathLike[str] | Classifier | LoadedModel,
+    inputs: Any,
+    top_k: int = 1,
+    tta: str = "model",
 ) -> list[Any]:
     """The `top_k` classes of each input: file paths (pictures, folders, CSV / NPZ / NPY / IDX),
     pictures' http(s) addresses, image bytes, PIL images or arrays (uint8, or floats 0..1 or
     0..255; gray or colour; one picture or a batch). A single input gives [{label, score}, ...];
-    a list, one such list per image."""
+    a list, one such list per image. `tta`: the views each prediction averages (`through`)."""
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
     loaded = open_model(model)
     _, images = to_images(inputs, loaded.image_shape)
-    probs = loaded.model.predict_proba(to_float(images))
+    probs = through(loaded.model, tta).predict_proba(to_float(images))
     found = top_classes(probs, loaded.class_names, top_k)
     return found[0] if len(found) == 1 and not isinstance(inputs, list | tuple) else found

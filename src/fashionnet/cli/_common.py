@@ -11,6 +11,7 @@ from typing import Any
 
 from .._text import shown
 from ..checkpoint import load_model_with_metadata
+from ..classify import TTA_CHOICES
 from ..data import Dataset, load_fashion_mnist
 from ..model import Classifier
 
@@ -52,6 +53,17 @@ DATA_HELP = (
     "dataset folder, a folder of pictures in a sub-folder per class, or a training or test "
     "file (default: the data the model was tested on); only the test split is read"
 )
+
+
+def add_tta_argument(parser: Any) -> None:
+    """--tta on the commands that predict with a saved model (predict, evaluate, serve)."""
+    parser.add_argument(
+        "--tta", choices=TTA_CHOICES, default="model",
+        help="the views each prediction averages: model (the ones the model was trained and "
+        "calibrated with), none (each image alone), flip (and its mirror image), flip-shift "
+        "(both, as they are and moved a pixel each way: 10 views, five times flip's work) "
+        "(default: model)",
+    )  # fmt: skip
 
 
 def model_path(path: Path) -> Path:

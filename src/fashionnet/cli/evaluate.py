@@ -10,10 +10,19 @@ from typing import Any
 import numpy as np
 
 from .._text import shown
+from ..classify import through
 from ..data import CLASS_NAMES, Split
 from ..metrics import seen_classes
+from ..model import tta_of
 from ..runs import evaluate_test_set
-from ._common import DATA_HELP, MODEL_HELP, load_model, non_negative_int, positive_int
+from ._common import (
+    DATA_HELP,
+    MODEL_HELP,
+    add_tta_argument,
+    load_model,
+    non_negative_int,
+    positive_int,
+)
 from .report import test_split
 
 
@@ -27,12 +36,14 @@ def add_parser(sub: Any) -> None:
     ev.add_argument("--mistakes", type=non_negative_int, default=0, metavar="N",
                     help="also list the N most confident mistakes, each with its file (or "
                     "index) (default: 0)")  # fmt: skip
+    add_tta_argument(ev)
 
 
 def run(args: argparse.Namespace) -> int:
     model, meta = load_model(args.model)
+    model = through(model, args.tta)
     split, _ = test_split(meta, args.data, args.limit)
-    result = evaluate_test_set(model, split.images, split.labels)
+    result = evaluate_test_set(model, split.images, split.labels) | {"tta": tta_of(model)}
     names = meta.get("class_names", list(CLASS_NAMES))
     mistakes = _mistakes(split, result.pop("probabilities"), names, args.mistakes)
     if args.json:  # JSON escapes control characters itself
@@ -45,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _print(result: dict[str, Any], names: list[str], mistakes: list[dict[str, Any]] | None) -> None:
     acc, loss = result["test_accuracy"], result["test_loss"]
-    print(f"test accuracy {acc:.4f} (loss {loss:.4f}) on {result['test_size']} images")
+    print(f"test accuracy {acc:.4f} (loss {loss:.4f}) on {result['test_size']} images "
+          f"(tta {result['tta'] or 'none'})")  # fmt: skip
     print(f"top-2 accuracy {result['top_2_accuracy']:.4f}, macro F1 {result['macro_f1']:.4f}, "
           f"expected calibration error {result['expected_calibration_error']:.4f}\n")  # fmt: skip
     width = max(len(n) for n in names)

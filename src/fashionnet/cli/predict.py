@@ -12,13 +12,13 @@ from typing import Any
 import numpy as np
 
 from .._text import shown
-from ..classify import open_model, top_classes
+from ..classify import open_model, through, top_classes
 from ..data import DataError, to_float
 from ..data.download import is_url
 from ..data.image_folders import IMAGE_SUFFIXES, open_image
 from ..data.photos import to_gray
 from ..predict import fetch_image, load_inputs
-from ._common import MODEL_HELP, UsageError, model_path, positive_int
+from ._common import MODEL_HELP, UsageError, add_tta_argument, model_path, positive_int
 
 MAX_SHOWN = 64  # pictures on a --show sheet; more would make a page nobody reads
 
@@ -38,6 +38,7 @@ def add_parser(sub: Any) -> None:
     pr.add_argument("--show", type=Path, metavar="OUT.png",
                     help=f"also draw each input beside the view the model saw, with its top "
                     f"classes (the first {MAX_SHOWN}) (default: no picture)")  # fmt: skip
+    add_tta_argument(pr)
 
 
 def _original(name: str) -> Any:
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     labels, images = load_inputs(args.inputs, loaded.image_shape, stdin, on_error=skip)
     if not labels:
         return 2
-    probs = loaded.model.predict_proba(to_float(images))
+    probs = through(loaded.model, args.tta).predict_proba(to_float(images))
     found = top_classes(probs, names, args.top_k)
     for label, picks in zip(labels, found, strict=True):
         if args.json:

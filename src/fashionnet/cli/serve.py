@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from ..classify import open_model
-from ._common import MODEL_HELP, UsageError, model_path, positive_float, positive_int
+from ._common import (
+    MODEL_HELP,
+    UsageError,
+    add_tta_argument,
+    model_path,
+    positive_float,
+    positive_int,
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -39,6 +46,7 @@ def add_parser(sub: Any) -> None:
                     "matmul at these sizes (default: 1)")  # fmt: skip
     sv.add_argument("--access-log", action="store_true",
                     help="log every request (default: errors only)")  # fmt: skip
+    add_tta_argument(sv)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:  # socket.gaierror included: a name that does not resolve
         raise UsageError(f"--host {args.host} --port {args.port}: {e.strerror or e}") from None
     settings = {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms,
-                "max_upload_mb": args.max_upload_mb, "blas_threads": args.threads}  # fmt: skip
+                "max_upload_mb": args.max_upload_mb, "blas_threads": args.threads,
+                "tta": args.tta}  # fmt: skip
     common: dict[str, Any] = {"access_log": args.access_log, "log_level": "info",
                               "timeout_keep_alive": 5}  # fmt: skip
     port = sockets[0].getsockname()[1]  # the one --port 0 got

@@ -9,7 +9,9 @@ from .sequential import (
     Sequential,
     mirror,
     model_from_config,
+    tta_of,
     unwrap,
+    with_tta,
 )
 
 __all__ = [
@@ -23,5 +25,7 @@ __all__ = [
     "mlp",
     "model_from_config",
     "resnet",
+    "tta_of",
     "unwrap",
+    "with_tta",
 ]

@@ -309,6 +309,18 @@ def unwrap(model: Classifier) -> Sequential:
     return model.model if isinstance(model, FlipAveraged) else model
 
 
+def with_tta(model: Classifier, tta: str | None) -> Classifier:
+    """`model`'s layers and weights (the same objects, not copies) predicting through other
+    views: `tta` one of TTA_MODES, or None for each image alone."""
+    inner = unwrap(model)
+    return inner if tta is None else FlipAveraged(inner, tta)
+
+
+def tta_of(model: Classifier) -> str | None:
+    """The views `model` averages over: a TTA_MODES entry, or None (each image alone)."""
+    return model.mode if isinstance(model, FlipAveraged) else None
+
+
 def model_from_config(
     config: dict[str, Any], *, rng: np.random.Generator | None = None, dtype: Any = np.float32
 ) -> Classifier:

@@ -26,9 +26,10 @@ from starlette.concurrency import run_in_threadpool
 
 from .._fsutil import open_regular
 from .._version import __version__
-from ..classify import LoadedModel, open_model, top_classes
+from ..classify import LoadedModel, open_model, through, top_classes
 from ..data import DataError, to_float
 from ..data.photos import prepare
+from ..model import tta_of
 from .batcher import Batcher
 from .limits import BodyLimit, status_of
 from .metrics import Metrics, MetricsMiddleware
@@ -73,10 +74,12 @@ def create_app(
     max_upload_mb: float = 10.0,
     max_images: int = 64,
     blas_threads: int | None = None,
+    tta: str = "model",
 ) -> FastAPI:
     """The application serving `source` (a model file, a run folder, or a LoadedModel).
     `blas_threads` limits the BLAS threads of this whole process (threadpoolctl): measured,
-    one thread a worker serves 2x the requests of two (BENCHMARKS.md)."""
+    one thread a worker serves 2x the requests of two (BENCHMARKS.md). `tta`: the views each
+    prediction averages (classify.through)."""
     if blas_threads is not None:
         from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
@@ -85,11 +88,12 @@ def create_app(
     if path is not None and path.is_dir():
         path = path / "model.npz"
     loaded = open_model(source if path is None else path)
+    model = through(loaded.model, tta)
     shape, names = loaded.image_shape, loaded.class_names
     model_id = _model_id(path)
     card = _read_card(path.parent / "MODEL_CARD.md") if path is not None else None
     metrics = Metrics()
-    batcher = Batcher(lambda images: loaded.model.predict_proba(to_float(images)),
+    batcher = Batcher(lambda images: model.predict_proba(to_float(images)),
                       max_batch=max_batch, max_wait=max_wait_ms / 1000)  # fmt: skip
     batcher.on_batch = metrics.batch_sizes.observe
     state = {"ready": False}
@@ -210,6 +214,7 @@ def create_app(
                           "photos": "framed as the training images (docs/photos.md)"},
                 "metrics": meta.get("metrics", {}), "config": meta.get("config", {}),
                 "calibration": meta.get("calibration"),  # the temperature the run fitted
+                "tta": tta_of(model),  # the views averaged: config's, unless serve --tta
                 "fashionnet_version": meta.get("fashionnet_version", __version__),
                 "server_version": __version__,
                 "max_images": max_images, "max_upload_mb": max_upload_mb}  # fmt: skip
