@@ -11,7 +11,7 @@
    one 28x28 PNG per request, concurrency 32, rounds alternating between the contenders:
    a plain FastAPI endpoint (benchmarks/plain_server.py, 2 uvicorn workers, no batching) against
    `fashionnet serve` on the default MLP; and on the cnn preset's model, batching on against
-   the same server with --max-batch 1.
+   the same server with --max-batch 1, through the model's own views and through 2 (--tta flip).
 
 Results: benchmarks/serve_results.json (BENCHMARKS.md is generated from it by run.py).
 """
@@ -212,15 +212,15 @@ def throughput(contenders: dict[str, tuple[list[str], int, dict | None]], body: 
             for name, r in runs.items()}  # fmt: skip
 
 
-def forward_costs(run: Path) -> dict:
-    """The model's forward pass alone, one BLAS thread: ms for one image, and per image in a
-    batch of 64 (what batching can gain at most)."""
+def forward_costs(run: Path, tta: str = "model") -> dict:
+    """The model's forward pass alone through `tta`'s views, one BLAS thread: ms for one image,
+    and per image in a batch of 64 (what batching can gain at most)."""
     from threadpoolctl import threadpool_limits
 
-    from fashionnet.classify import open_model
+    from fashionnet.classify import open_model, through
     from fashionnet.data import to_float
 
-    model = open_model(run).model
+    model = through(open_model(run).model, tta)
     out = {}
     with threadpool_limits(1, user_api="blas"):
         for n, reps in ((1, 40), (64, 5)):
@@ -231,6 +231,35 @@ def forward_costs(run: Path) -> dict:
                 model.predict_proba(x)
             out[str(n)] = (time.perf_counter() - t0) / reps / n * 1000
     return out
+
+
+def arithmetic(run: Path) -> dict:
+    """What no batching removes: the float32 operations of one image through the model's
+    convolutions and dense layers (2 per multiply-add), per view and views per image, beside
+    the most this machine's matrix product does on one core (2048x2048, best of 5)."""
+    from threadpoolctl import threadpool_limits
+
+    from fashionnet.classify import open_model
+    from fashionnet.model import FlipAveraged, unwrap
+
+    model = open_model(run).model
+    x = np.zeros((1, 784), np.float32)
+    views = len(model.views(x)) if isinstance(model, FlipAveraged) else 1
+    flops = 0
+    for layer in unwrap(model).layers:
+        x = layer.forward(x, training=False)
+        if type(layer).__name__ in ("Conv2D", "Linear"):  # a weight used at every output place
+            places = x.shape[2] * x.shape[3] if x.ndim == 4 else 1
+            flops += 2 * layer.params()["weight"].data.size * places
+    a = np.random.default_rng(0).standard_normal((2, 2048, 2048), dtype=np.float32)
+    best = np.inf
+    with threadpool_limits(1, user_api="blas"):
+        for _ in range(6):
+            t0 = time.perf_counter()
+            a[0] @ a[1]
+            best = min(best, time.perf_counter() - t0)
+    return {"mflop_per_view": flops / 1e6, "views": views,
+            "matmul_gflops_one_core": 2 * 2048**3 / best / 1e9}  # fmt: skip
 
 
 def describe(run: Path) -> str:
@@ -277,10 +306,11 @@ def main() -> None:
                           "fashionnet serve": ([*serve, str(args.mlp_run)], 2, None)},
                          body, args.requests, args.rounds)  # fmt: skip
         print(json.dumps(mlp, indent=1), flush=True)
-        off = [*serve, str(args.cnn_run), "--max-batch", "1"]
-        cnn = throughput({"batching on": ([*serve, str(args.cnn_run)], 2, None),
-                          "batching off": (off, 2, None)}, body, args.requests // 4,
-                         args.rounds)  # fmt: skip
+        on, off = [*serve, str(args.cnn_run)], [*serve, str(args.cnn_run), "--max-batch", "1"]
+        cnn = throughput({"batching on": (on, 2, None), "batching off": (off, 2, None),
+                          "batching on, --tta flip": ([*on, "--tta", "flip"], 2, None),
+                          "batching off, --tta flip": ([*off, "--tta", "flip"], 2, None)},
+                         body, args.requests // 4, args.rounds)  # fmt: skip
         print(json.dumps(cnn, indent=1), flush=True)
     command = "python benchmarks/serve_load.py " + " ".join(sys.argv[1:])
     from run import machine  # this folder's benchmarks/run.py
@@ -288,6 +318,8 @@ def main() -> None:
     result = {"command": command, "date": time.strftime("%Y-%m-%d"), "machine": machine(),
               "mixed": mixed,
               "mlp": mlp, "cnn": cnn, "cnn_forward_ms_per_image": forward_costs(args.cnn_run),
+              "cnn_flip_forward_ms_per_image": forward_costs(args.cnn_run, "flip"),
+              "cnn_arithmetic": arithmetic(args.cnn_run),
               "models": {"mlp": describe(args.mlp_run), "cnn": describe(args.cnn_run)}}  # fmt: skip
     args.out.write_text(json.dumps(result, indent=1) + "\n")
 
