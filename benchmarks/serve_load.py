@@ -245,12 +245,7 @@ def arithmetic(run: Path) -> dict:
     model = open_model(run).model
     x = np.zeros((1, 784), np.float32)
     views = len(model.views(x)) if isinstance(model, FlipAveraged) else 1
-    flops = 0
-    for layer in unwrap(model).layers:
-        x = layer.forward(x, training=False)
-        if type(layer).__name__ in ("Conv2D", "Linear"):  # a weight used at every output place
-            places = x.shape[2] * x.shape[3] if x.ndim == 4 else 1
-            flops += 2 * layer.params()["weight"].data.size * places
+    flops = 2 * unwrap(model).mult_adds(784)
     a = np.random.default_rng(0).standard_normal((2, 2048, 2048), dtype=np.float32)
     best = np.inf
     with threadpool_limits(1, user_api="blas"):

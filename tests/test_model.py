@@ -177,3 +177,26 @@ def load_model_from(model, folder):
 
     save_checkpoint(folder / "plain.npz", model)
     return load_model(folder / "plain.npz")
+
+
+def test_mult_adds_count_every_product_of_an_image(rng, tmp_path, capsys):
+    """What `summary` reports as a model's cost: each convolution's weights once per output
+    place, each dense layer's once, residual blocks' body and shortcut, nothing else."""
+    from fashionnet.checkpoint import save_checkpoint
+    from fashionnet.cli import main
+    from fashionnet.model import FlipAveraged, cnn, resnet
+
+    net = cnn(28, [[32], [64], [128]], [256], 10, rng=rng)
+    convs = 1 * 32 * 9 * 28 * 28 + 32 * 64 * 9 * 14 * 14 + 64 * 128 * 9 * 7 * 7
+    assert net.mult_adds(784) == convs + 128 * 3 * 3 * 256 + 256 * 10
+    assert mlp(784, [16], 10, rng=rng).mult_adds(784) == 784 * 16 + 16 * 10
+    res = resnet(28, [[8], [16]], [], 10, rng=rng)  # stem 28x28, blocks at 14x14 then 7x7
+    stem, block1 = 1 * 8 * 9 * 28 * 28, 2 * 8 * 8 * 9 * 14 * 14
+    block2 = 8 * 16 * 9 * 7 * 7 + 16 * 16 * 9 * 7 * 7 + 8 * 16 * 7 * 7  # stride 2, 1x1 shortcut
+    assert res.mult_adds(784) == stem + block1 + block2 + 16 * 10
+    save_checkpoint(tmp_path / "m.npz", FlipAveraged(net, "flip-shift"))
+    assert main(["summary", str(tmp_path / "m.npz")]) == 0
+    out = capsys.readouterr().out
+    assert f"Mult-adds per image (M): {net.mult_adds(784) / 1e6:.2f}" in out
+    assert (f"Predictions average 10 views of each image (tta flip-shift): "
+            f"{10 * net.mult_adds(784) / 1e6:.2f} M mult-adds an image") in out  # fmt: skip

@@ -197,6 +197,8 @@ def test_summary_lists_every_layer_and_the_totals(data_dir, tmp_path, capsys):
     assert f"Trainable params: {trainable:,}" in out
     assert f"Non-trainable params: {2 * 16:,}" in out
     assert f"Total params: {trainable + 32:,}" in out
+    assert f"Mult-adds per image (M): {(784 * 16 + 16 * 10) / 1e6:.2f}" in out
+    assert "views" not in out  # no test-time averaging: nothing said of it
 
 
 @pytest.mark.parametrize("name", ["cnn", "resnet"])

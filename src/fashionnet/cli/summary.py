@@ -7,7 +7,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..model import unwrap
+import numpy as np
+
+from ..model import FlipAveraged, unwrap
 from ._common import MODEL_HELP, load_model
 
 
@@ -19,5 +21,10 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     model, meta = load_model(args.model)
     shape = [int(d) for d in meta.get("image_shape", (28, 28))]
-    print(unwrap(model).summary(math.prod(shape)))
+    n = math.prod(shape)
+    print(unwrap(model).summary(n))
+    if isinstance(model, FlipAveraged):  # what a prediction costs: the layers once per view
+        views = len(model.views(np.zeros((1, n), np.float32)))
+        print(f"Predictions average {views} views of each image (tta {model.mode}): "
+              f"{views * model.model.mult_adds(n) / 1e6:.2f} M mult-adds an image")  # fmt: skip
     return 0

@@ -120,6 +120,9 @@ class Conv2D(Layer):
     def params(self) -> dict[str, Parameter]:
         return {"weight": self.weight} | ({"bias": self.bias} if self.bias else {})
 
+    def mult_adds(self, x: Array, out: Array) -> int:
+        return int(self.weight.data.size * out.shape[-2] * out.shape[-1])  # each output place
+
     @classmethod
     def param_shapes(cls, config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
         o, i, k = (

@@ -209,6 +209,11 @@ class Layer:
     def forward(self, x: Array, *, training: bool = False) -> Array:
         raise NotImplementedError
 
+    def mult_adds(self, x: Array, out: Array) -> int:
+        """Multiply-adds of the layer's products for one sample `x` whose output is `out`: what
+        a model summary counts as its cost (elementwise passes, pooling and the like: 0)."""
+        return 0
+
     def backward(self, grad_out: Array, *, input_grad: bool = True) -> Array | None:
         """Return dL/dx (None when input_grad is False) and set each parameter's .grad."""
         raise NotImplementedError

@@ -53,6 +53,9 @@ class Linear(Layer):
     def params(self) -> dict[str, Parameter]:
         return {"weight": self.weight} | ({"bias": self.bias} if self.bias else {})
 
+    def mult_adds(self, x: Array, out: Array) -> int:
+        return int(self.weight.data.size)
+
     @classmethod
     def param_shapes(cls, config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
         n_in, n_out = int(config["in_features"]), int(config["out_features"])

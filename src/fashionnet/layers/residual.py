@@ -85,6 +85,15 @@ class Residual(Layer):
             skip = layer.forward(skip, training=training)
         return out + skip
 
+    def mult_adds(self, x: Array, out: Array) -> int:
+        total = 0
+        for _, layers in self._parts():
+            h = x
+            for layer in layers:
+                h, before = layer.forward(h), h
+                total += layer.mult_adds(before, h)
+        return total
+
     def backward(self, grad_out: Array, *, input_grad: bool = True) -> Array | None:
         """dL/dx = body's input gradient + the shortcut's (grad_out itself for the identity)."""
         grads = []

@@ -226,8 +226,18 @@ class Sequential:
         return "\n".join([
             line, *rows[:1], double, *rows[1:], double,
             f"Total params: {trainable + frozen:,}", f"Trainable params: {trainable:,}",
-            f"Non-trainable params: {frozen:,}", line,
+            f"Non-trainable params: {frozen:,}",
+            f"Mult-adds per image (M): {self.mult_adds(n_features) / 1e6:.2f}", line,
         ])  # fmt: skip
+
+    def mult_adds(self, n_features: int) -> int:
+        """Multiply-adds of one image's pass through the layers' products (convolutions and
+        dense layers), from one forward pass of a zero image with `n_features` pixels."""
+        x, total = np.zeros((1, n_features), np.float32), 0
+        for layer in self.layers:
+            x, before = layer.forward(x), x
+            total += layer.mult_adds(before, x)
+        return total
 
     def __repr__(self) -> str:
         inner = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
