@@ -93,6 +93,24 @@ def test_onnxruntime_agrees_on_random_images(make, tmp_path, rng):
     np.testing.assert_allclose(theirs, ours, atol=1e-5)
 
 
+def test_tta_exports_a_graph_through_other_views(tmp_path, rng, capsys):
+    net = make_cnn(rng)
+    save_checkpoint(tmp_path / "m.npz", FlipAveraged(net, "flip-shift"))
+    pixels = rng.integers(0, 256, (16, 784)).astype(np.float32)
+    for tta, model in (("none", net), ("flip", FlipAveraged(net))):
+        out = tmp_path / f"{tta}.onnx"
+        assert main(["export", str(tmp_path / "m.npz"), "--format", "onnx", str(out),
+                     "--tta", tta]) == 0  # fmt: skip
+        session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        theirs = session.run(["probabilities"], {"pixels": pixels})[0]
+        np.testing.assert_allclose(theirs, model.predict_proba(pixels / 255), atol=1e-5)
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "m.npz"), "--format", "safetensors",
+                 str(tmp_path / "m.safetensors"), "--tta", "flip"]) == 2  # fmt: skip
+    assert "--tta: safetensors holds the weights alone" in capsys.readouterr().err
+    assert not (tmp_path / "m.safetensors").exists()
+
+
 @pytest.mark.realdata
 @pytest.mark.parametrize("make", [make_mlp, make_cnn], ids=["mlp", "cnn"])
 def test_onnxruntime_agrees_on_the_10000_test_images(make, tmp_path, rng, real_data):

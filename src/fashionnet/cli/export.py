@@ -10,8 +10,9 @@ import numpy as np
 
 from .._version import __version__
 from ..checkpoint import export_safetensors
+from ..classify import through
 from ..model import unwrap
-from ._common import MODEL_HELP, UsageError, load_model
+from ._common import MODEL_HELP, UsageError, add_tta_argument, load_model
 
 
 def add_parser(sub: Any) -> None:
@@ -21,10 +22,14 @@ def add_parser(sub: Any) -> None:
                     help="onnx: for onnxruntime and other runtimes; safetensors: the "
                     "weights alone (required)")  # fmt: skip
     ex.add_argument("out", type=Path, help="output file")
+    add_tta_argument(ex)  # the views the ONNX graph averages; safetensors holds weights alone
 
 
 def run(args: argparse.Namespace) -> int:
     model, meta = load_model(args.model)
+    if args.format == "safetensors" and args.tta != "model":
+        raise UsageError("--tta: safetensors holds the weights alone, not how they predict")
+    model = through(model, args.tta)
     if args.out.is_dir():
         raise UsageError(f"{args.out}: is a folder, expected an output file name")
     if not args.out.parent.is_dir():
