@@ -23,8 +23,8 @@ from .model import Classifier, with_tta
 from .model.sequential import TTA_MODES
 from .predict import to_images
 
-# what --tta takes at predict, evaluate and serve: "model", the views the model was trained and
-# calibrated with; "none", each image alone; or one of FlipAveraged's modes
+# what --tta takes at predict, evaluate, serve and export: "model", the views the model was trained
+# and calibrated with; "none", each image alone; or one of FlipAveraged's modes
 TTA_CHOICES = ("model", "none", *TTA_MODES)
 
 

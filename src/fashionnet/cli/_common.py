@@ -56,7 +56,7 @@ DATA_HELP = (
 
 
 def add_tta_argument(parser: Any) -> None:
-    """--tta on the commands that predict with a saved model (predict, evaluate, serve)."""
+    """--tta on the commands that predict with a saved model (predict, evaluate, serve, export)."""
     parser.add_argument(
         "--tta", choices=TTA_CHOICES, default="model",
         help="the views each prediction averages: model (the ones the model was trained and "
