@@ -56,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _print(result: dict[str, Any], names: list[str], mistakes: list[dict[str, Any]] | None) -> None:
     acc, loss = result["test_accuracy"], result["test_loss"]
-    print(f"test accuracy {acc:.4f} (loss {loss:.4f}) on {result['test_size']} images "
-          f"(tta {result['tta'] or 'none'})")  # fmt: skip
+    views = f" (tta {result['tta']})" if result["tta"] else ""  # said when views are averaged
+    print(f"test accuracy {acc:.4f} (loss {loss:.4f}) on {result['test_size']} images{views}")
     print(f"top-2 accuracy {result['top_2_accuracy']:.4f}, macro F1 {result['macro_f1']:.4f}, "
           f"expected calibration error {result['expected_calibration_error']:.4f}\n")  # fmt: skip
     width = max(len(n) for n in names)
