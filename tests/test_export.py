@@ -109,6 +109,17 @@ def test_tta_exports_a_graph_through_other_views(tmp_path, rng, capsys):
                  str(tmp_path / "m.safetensors"), "--tta", "flip"]) == 2  # fmt: skip
     assert "--tta: safetensors holds the weights alone" in capsys.readouterr().err
     assert not (tmp_path / "m.safetensors").exists()
+    # 32x24 images have no mirror view the graph could take: one line, no file
+    save_checkpoint(tmp_path / "wide.npz", mlp(32 * 24, [8], 10, rng=rng),
+                    metadata={"image_shape": [32, 24]})  # fmt: skip
+    assert main(["export", str(tmp_path / "wide.npz"), "--format", "onnx",
+                 str(tmp_path / "wide.onnx"), "--tta", "flip"]) == 2  # fmt: skip
+    assert capsys.readouterr().err.endswith("needs square images; the model's are 32x24\n")
+    assert not (tmp_path / "wide.onnx").exists()
+    from fashionnet.export import to_onnx  # the same refusal in Python
+
+    with pytest.raises(ValueError, match="needs square images; got 768 pixels per image"):
+        to_onnx(FlipAveraged(mlp(32 * 24, [8], 10, rng=rng)), n_features=768)
 
 
 @pytest.mark.realdata

@@ -92,6 +92,14 @@ def test_tta_predicts_the_same_weights_through_other_views(tmp_path, rng, capsys
         scores = [{c["label"]: c["score"] for c in found} for found in
                   classify(path, images, top_k=10, tta=tta)]  # fmt: skip
         np.testing.assert_allclose([[s[n] for n in CLASS_NAMES] for s in scores], probs, rtol=1e-5)
+    save_checkpoint(tmp_path / "wide.npz", mlp(32 * 24, [8], 10, rng=rng),
+                    metadata={"image_shape": [32, 24]})  # fmt: skip
+    np.savez(tmp_path / "wide_x.npz", x=np.zeros((2, 32, 24), np.uint8))
+    for command in (["predict", str(tmp_path / "wide.npz"), str(tmp_path / "wide_x.npz")],
+                    ["evaluate", str(tmp_path / "wide.npz")]):  # fmt: skip
+        assert main([*command, "--tta", "flip"]) == 2  # no mirror of a 32x24 image: one line
+        assert capsys.readouterr().err == ("fashionnet: error: tta flip: averaging views needs "
+                                           "square images; the model's are 32x24\n")  # fmt: skip
     assert through(model, "none") is net and through(model, "model") is model
     assert through(net, "flip-shift").model is net  # the weights shared, not copied
     with pytest.raises(ValueError, match="tta must be one of model, none, flip, flip-shift"):

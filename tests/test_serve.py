@@ -95,6 +95,18 @@ def test_tta_serves_the_same_weights_through_other_views(run_dir, images):
         create_app(run_dir, tta="rotate")
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_views_a_model_cannot_take_stop_serve_with_one_line(tmp_path, workers, capsys):
+    """A 32x24 model has no mirror view: refused before the port is taken, not in a worker's
+    warm-up with a traceback."""
+    save_checkpoint(tmp_path / "wide.npz", mlp(32 * 24, [8], 10, rng=np.random.default_rng(0)),
+                    metadata={"image_shape": [32, 24]})  # fmt: skip
+    assert main(["serve", str(tmp_path / "wide.npz"), "--port", "0", "--workers", workers,
+                 "--tta", "flip"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.endswith("needs square images; the model's are 32x24\n") and err.count("\n") == 1
+
+
 def test_view_returns_what_the_model_saw(client, images):
     photo = np.full((200, 150), 255, np.uint8)
     photo[20:180, 40:110] = 40  # a dark garment on white

@@ -52,11 +52,15 @@ def open_model(source: str | os.PathLike[str] | Classifier | LoadedModel) -> Loa
     return LoadedModel(source, CLASS_NAMES, (28, 28), {})
 
 
-def through(model: Classifier, tta: str) -> Classifier:
+def through(model: Classifier, tta: str, image_shape: tuple[int, ...] = (28, 28)) -> Classifier:
     """`model` predicting through the views `tta` names (TTA_CHOICES), its weights shared: fewer
-    views for speed (flip-shift is five times flip's work), or more."""
+    views for speed (flip-shift is five times flip's work), or more. Views need square images:
+    other `image_shape`s are refused here, before a server starts or a file is written."""
     if tta not in TTA_CHOICES:
         raise ValueError(f"tta must be one of {', '.join(TTA_CHOICES)}; got {tta!r}")
+    if tta in TTA_MODES and len(set(image_shape)) != 1:
+        raise ValueError(f"tta {tta}: averaging views needs square images; the model's are "
+                         f"{'x'.join(map(str, image_shape))}")  # fmt: skip
     return model if tta == "model" else with_tta(model, None if tta == "none" else tta)
 
 
@@ -84,6 +88,6 @@ def classify(
         raise ValueError(f"top_k must be at least 1, got {top_k}")
     loaded = open_model(model)
     _, images = to_images(inputs, loaded.image_shape)
-    probs = through(loaded.model, tta).predict_proba(to_float(images))
+    probs = through(loaded.model, tta, loaded.image_shape).predict_proba(to_float(images))
     found = top_classes(probs, loaded.class_names, top_k)
     return found[0] if len(found) == 1 and not isinstance(inputs, list | tuple) else found

@@ -41,7 +41,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     model, meta = load_model(args.model)
-    model = through(model, args.tta)
+    model = through(model, args.tta, tuple(meta.get("image_shape", (28, 28))))
     split, _ = test_split(meta, args.data, args.limit)
     result = evaluate_test_set(model, split.images, split.labels) | {"tta": tta_of(model)}
     names = meta.get("class_names", list(CLASS_NAMES))

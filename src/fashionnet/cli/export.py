@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     model, meta = load_model(args.model)
     if args.format == "safetensors" and args.tta != "model":
         raise UsageError("--tta: safetensors holds the weights alone, not how they predict")
-    model = through(model, args.tta)
+    model = through(model, args.tta, tuple(meta.get("image_shape", (28, 28))))
     if args.out.is_dir():
         raise UsageError(f"{args.out}: is a folder, expected an output file name")
     if not args.out.parent.is_dir():

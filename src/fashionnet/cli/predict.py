@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if args.show is not None and not args.show.parent.is_dir():  # said before any prediction
         raise UsageError(f"--show {shown(args.show)}: no folder {shown(args.show.parent)}")
     loaded = open_model(model_path(args.model))
+    model = through(loaded.model, args.tta, loaded.image_shape)  # refused before any input is read
     names = tuple(shown(n) for n in loaded.class_names)
     stdin = sys.stdin.buffer.read() if "-" in args.inputs else None
     unread: list[DataError] = []
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     labels, images = load_inputs(args.inputs, loaded.image_shape, stdin, on_error=skip)
     if not labels:
         return 2
-    probs = through(loaded.model, args.tta).predict_proba(to_float(images))
+    probs = model.predict_proba(to_float(images))
     found = top_classes(probs, names, args.top_k)
     for label, picks in zip(labels, found, strict=True):
         if args.json:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..classify import open_model
+from ..classify import open_model, through
 from ._common import (
     MODEL_HELP,
     UsageError,
@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
                          "metrics of the server's processes are kept)")  # fmt: skip
     path = model_path(args.model)
     loaded = open_model(path)  # a model that fails to load stops here: one line, exit 2
+    through(loaded.model, args.tta, loaded.image_shape)  # and views it cannot take
     try:
         sockets = server.listen(args.host, args.port)
     except OSError as e:  # socket.gaierror included: a name that does not resolve

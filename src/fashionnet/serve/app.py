@@ -88,7 +88,7 @@ def create_app(
     if path is not None and path.is_dir():
         path = path / "model.npz"
     loaded = open_model(source if path is None else path)
-    model = through(loaded.model, tta)
+    model = through(loaded.model, tta, loaded.image_shape)
     shape, names = loaded.image_shape, loaded.class_names
     model_id = _model_id(path)
     card = _read_card(path.parent / "MODEL_CARD.md") if path is not None else None
