@@ -9,7 +9,6 @@ The `onnx` package is imported here only (`pip install fashionnet[onnx]`).
 from __future__ import annotations
 
 import json
-import math
 import os
 from typing import Any
 
@@ -17,7 +16,7 @@ import numpy as np
 
 from ._fsutil import atomic_write
 from .model import Classifier, FlipAveraged, unwrap
-from .model.sequential import ONE_PIXEL
+from .model.sequential import ONE_PIXEL, square_side
 
 OPSET = 17
 
@@ -87,9 +86,7 @@ def _views(graph: Any, model: Classifier, x: str, n_features: int) -> list[str]:
     if not isinstance(model, FlipAveraged):
         return [x]
     const, node = graph.const, graph.node
-    side = math.isqrt(n_features)
-    if side * side != n_features:  # as mirror() refuses them, before any graph is written
-        raise ValueError(f"flip averaging needs square images; got {n_features} pixels per image")
+    side = square_side(n_features)  # refused before any graph is written
     square = node("Reshape", [x, const(np.array([0, side, side]), "tta.square")], "tta.sq")
     steps = [const(np.array([v]), f"tta.{k}") for k, v in
              (("start", -1), ("end", -(2**63)), ("axis", 2), ("step", -1))]  # fmt: skip

@@ -7,8 +7,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..model import FlipAveraged, unwrap
 from ._common import MODEL_HELP, load_model
 
@@ -24,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     n = math.prod(shape)
     print(unwrap(model).summary(n))
     if isinstance(model, FlipAveraged):  # what a prediction costs: the layers once per view
-        views = len(model.views(np.zeros((1, n), np.float32)))
+        views, cost = model.n_views, model.model.mult_adds(n)
         print(f"Predictions average {views} views of each image (tta {model.mode}): "
-              f"{views * model.model.mult_adds(n) / 1e6:.2f} M mult-adds an image")  # fmt: skip
+              f"{views * cost / 1e6:.2f} M mult-adds an image")  # fmt: skip
     return 0

@@ -268,11 +268,16 @@ class FlipAveraged:
             return both
         return both + [shifted(v, dy, dx) for dy, dx in ONE_PIXEL for v in both]
 
+    @property
+    def n_views(self) -> int:
+        """How many views each prediction averages (counted from views(), so never apart)."""
+        return len(self.views(np.zeros((1, 1), np.float32)))
+
     def predict_proba(
         self, x: Array, *, batch_size: int = INFERENCE_BATCH, pixels: bool = True
     ) -> Array:
         x = x.reshape(len(x), -1) if x.ndim == 3 else x
-        xp, n_views = array_namespace(x), len(self.views(x[:1]))
+        xp, n_views = array_namespace(x), self.n_views
         step = max(1, batch_size // n_views)
         parts = []
         for i in range(0, len(x), step):  # each image beside its other views: one pass
@@ -342,12 +347,18 @@ def model_from_config(
     return FlipAveraged(model, tta) if tta is not None else model
 
 
+def square_side(features: int) -> int:
+    """The side of square images of `features` pixels: the only images views are made of."""
+    side = math.isqrt(features)
+    if side * side != features:
+        raise ValueError(f"averaging views needs square images; got {features} pixels per image")
+    return side
+
+
 def mirror(x: Array) -> Array:
     """Flat square images (n, side * side) mirrored left to right."""
     n, features = x.shape
-    side = math.isqrt(features)
-    if side * side != features:
-        raise ValueError(f"flip averaging needs square images; got {features} pixels per image")
+    side = square_side(features)
     return x.reshape(n, side, side)[:, :, ::-1].reshape(n, features)
 
 
@@ -355,9 +366,7 @@ def shifted(x: Array, dy: int, dx: int) -> Array:
     """Flat square images (n, side * side) moved dy pixels down and dx right (negative: up,
     left), the rows and columns moved in from outside zero, as training's shift fills them."""
     n, features = x.shape
-    side = math.isqrt(features)
-    if side * side != features:
-        raise ValueError(f"shift averaging needs square images; got {features} pixels per image")
+    side = square_side(features)
     square, out = x.reshape(n, side, side), array_namespace(x).zeros((n, side, side), x.dtype)
     rows, from_rows = slice(max(dy, 0), side + min(dy, 0)), slice(max(-dy, 0), side - max(dy, 0))
     cols, from_cols = slice(max(dx, 0), side + min(dx, 0)), slice(max(-dx, 0), side - max(dx, 0))
